@@ -1,0 +1,20 @@
+// The single place where every svdlora operator schema is declared.
+// Kernels are registered per device in csrc/cpu/ and csrc/cuda/; fake (meta) kernels and
+// autograd formulas are registered from Python (python/svdlora/_ops.py).
+#include <torch/library.h>
+
+TORCH_LIBRARY(svdlora, m) {
+  // Randomized truncated SVD (Halko, Martinsson & Tropp 2011) of A (..., m, n).
+  // omega is the Gaussian test matrix, shape (min(m, n), l) with rank <= l <= min(m, n); it is
+  // drawn by the caller so the op itself is deterministic.  col_mean (..., n), when given,
+  // makes the op factorise A - 1 col_mean^T without forming it (implicit PCA centring).
+  // Returns U (..., m, rank), S (..., rank) descending, Vh (..., rank, n).
+  m.def("rsvd(Tensor A, Tensor omega, Tensor? col_mean, int rank, int n_iter)"
+        " -> (Tensor U, Tensor S, Tensor Vh)");
+  // Adaptive-rank variant (blocked randQB_EI, Yu, Gu & Li 2018) for a 2-D A.  omega has
+  // (min(m, n), L) columns consumed block_size at a time until the relative Frobenius error is
+  // <= tol; returns the smallest rank <= max_rank reaching tol (or max_rank) and the error
+  // estimate rel_err as a float64 scalar tensor.
+  m.def("rsvd_adaptive(Tensor A, Tensor omega, Tensor? col_mean, float tol, int block_size,"
+        " int max_rank, int n_iter) -> (Tensor U, Tensor S, Tensor Vh, Tensor rel_err)");
+}

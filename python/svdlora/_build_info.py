@@ -1,0 +1,40 @@
+"""``svdlora.build_info()``: the one place that says what this install can do."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+from ._extension import compiled, torch, unavailable_reason
+
+
+def build_info() -> Dict[str, Any]:
+    """Describe this install.
+
+    Returns
+    -------
+    dict
+        ``compiled`` (bool): the C++ core ``svdlora._C`` is loaded;
+        ``cuda`` (bool): it was built with CUDA kernels;
+        ``torch_version`` (str or None): the torch in use;
+        ``built_with_torch`` (str or None): the torch the core was compiled against;
+        ``cuda_version`` (str or None): CUDA version of the compiled kernels;
+        ``cuda_available`` (bool): torch sees a GPU now;
+        ``numpy_version`` (str); ``backends`` (list of str) usable for dense input;
+        ``reason`` (str): why the compiled core is missing ('' when present).
+    """
+    info: Dict[str, Any] = {
+        "compiled": compiled is not None,
+        "cuda": False,
+        "torch_version": getattr(torch, "__version__", None),
+        "built_with_torch": None,
+        "cuda_version": None,
+        "cuda_available": bool(torch is not None and torch.cuda.is_available()),
+        "numpy_version": np.__version__,
+        "backends": ["numpy"],
+        "reason": unavailable_reason(),
+    }
+    if compiled is not None:
+        info.update(compiled.build_info())
+        info["backends"] = ["compiled", "numpy"]
+    return info
