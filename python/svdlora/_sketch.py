@@ -6,6 +6,7 @@ every backend sees the same matrix for the same seed and dtype.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Optional
 
@@ -26,24 +27,42 @@ def resolve_seed(seed: Optional[int]) -> int:
 def default_n_iter(rank: int, sketch: int, short_side: int) -> int:
     """Power iterations used when ``n_iter=None``.
 
-    Rule: 0 when the sketch spans the whole short side (the range is then exact), otherwise 2.
-    With orthonormalisation after every product (see :func:`svdlora.rsvd`), two iterations
-    keep ``||A - U S Vh||_F`` within 1% of the Eckart–Young optimum for spectra decaying like
-    ``i**-0.5`` to ``i**-2``, geometric decay and noise-plus-spikes, in float32 and float64,
-    for ranks 1 to 256 (tested in tests/test_rsvd_accuracy.py).
+    Rule: 0 when the sketch spans the whole short side (the range is then exact);
+    otherwise 2 for ``rank <= 16``, 3 up to 64, and one more per doubling beyond
+    (``3 + ceil(log2(rank / 64))``: 4 up to 128, 5 up to 256, ...).
+
+    Why: with a fixed oversampling of 10 the relative gap ``σ_k / σ_{k+p}`` shrinks as
+    ``k`` grows, so flat spectra need more iterations at large ranks.  Measured worst cases
+    at the previous count (700x420 and larger, float32): rank 32 inside a Marchenko–Pastur
+    noise bulk reaches 1.010x the optimum with 2 iterations and 1.007x with 3; rank 100
+    1.014x with 3 and 1.008x with 4; rank 256 with an ``i^-0.5`` spectrum 1.010x with 3 and
+    1.006x with 4.  The rule keeps every case in tests/test_rsvd_accuracy.py within 1%.
     """
-    del rank
-    return 0 if sketch >= short_side else 2
+    if sketch >= short_side:
+        return 0
+    if rank <= 16:
+        return 2
+    return 3 + max(0, math.ceil(math.log2(rank / 64)))
 
 
 def gaussian_sketch(rows: int, cols: int, seed: int, dtype: Any, *, as_torch: bool,
                     device: Any = None) -> Any:
-    """Standard-normal ``rows x cols`` test matrix.
+    """Standard-normal ``rows x cols`` test matrix (the identity when ``cols == rows``).
+
+    A full-width sketch spans the whole short side anyway; the identity does so without
+    mixing the small singular directions with rounding error amplified by ``cond(Ω)``, which
+    keeps float32 results as accurate as a LAPACK SVD in that case.
 
     Drawn with torch's CPU generator when torch is installed (fast, and identical for the
     numpy and compiled backends) and with numpy's PCG64 otherwise.  ``dtype`` is a numpy or
     torch floating dtype; the result is a torch tensor on ``device`` when ``as_torch``.
     """
+    if cols == rows:
+        if torch is not None:
+            tdtype = dtype if isinstance(dtype, torch.dtype) else _numpy_to_torch_dtype(dtype)
+            eye = torch.eye(rows, dtype=tdtype, device=device if as_torch else None)
+            return eye if as_torch else eye.numpy()
+        return np.eye(rows, dtype=np.dtype(dtype))
     if torch is not None:
         tdtype = dtype if isinstance(dtype, torch.dtype) else _numpy_to_torch_dtype(dtype)
         gen = torch.Generator().manual_seed(seed % (2**63))

@@ -44,7 +44,9 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     rank : int
         Target rank ``k``, ``1 <= k <= min(m, n)``.  With ``tol`` it is the maximum rank.
     oversample : int, default 10
-        Extra sketch columns ``p``; the sketch has ``l = min(k + p, min(m, n))`` columns.
+        Extra sketch columns ``p``; the sketch has ``l = k + p`` columns.  When ``l`` would
+        exceed half of ``min(m, n)`` the whole short side is sketched instead and the result
+        is exact up to rounding.
     n_iter : int or None, default None
         Power (subspace) iterations ``q``.  None picks 2, or 0 when ``l`` covers the whole
         short side (see Notes).
@@ -188,6 +190,10 @@ def _factorize(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[i
                *, center: bool):
     short = min(info.m, info.n)
     sketch = min(rank + oversample, short)
+    if 2 * sketch > short:
+        # The sketch would cover most of the short side: randomization saves nothing, so take
+        # the whole side (the range is then captured exactly and q = 0 suffices).
+        sketch = short
     q = default_n_iter(rank, sketch, short) if n_iter is None else n_iter
     block = block_size or min(sketch, max(16, -(-sketch // 4)))
     if _use_compiled(info, backend):
