@@ -24,10 +24,11 @@ def resolve_seed(seed: Optional[int]) -> int:
     return int(seed)
 
 
-def default_n_iter(rank: int, sketch: int, short_side: int) -> int:
+def default_n_iter(rank: int, *, exact_range: bool) -> int:
     """Power iterations used when ``n_iter=None``.
 
-    Rule: 0 when the sketch spans the whole short side (the range is then exact);
+    Rule: 0 when the sketch spans the whole short side (``exact_range``: the range is then
+    captured exactly);
     otherwise 2 for ``rank <= 16``, 3 up to 64, and one more per doubling beyond
     (``3 + ceil(log2(rank / 64))``: 4 up to 128, 5 up to 256, ...).
 
@@ -38,7 +39,7 @@ def default_n_iter(rank: int, sketch: int, short_side: int) -> int:
     1.014x with 3 and 1.008x with 4; rank 256 with an ``i^-0.5`` spectrum 1.010x with 3 and
     1.006x with 4.  The rule keeps every case in tests/test_rsvd_accuracy.py within 1%.
     """
-    if sketch >= short_side:
+    if exact_range:
         return 0
     if rank <= 16:
         return 2
@@ -46,8 +47,8 @@ def default_n_iter(rank: int, sketch: int, short_side: int) -> int:
 
 
 def gaussian_sketch(rows: int, cols: int, seed: int, dtype: Any, *, as_torch: bool,
-                    device: Any = None) -> Any:
-    """Standard-normal ``rows x cols`` test matrix (the identity when ``cols == rows``).
+                    device: Any = None, exact_range: bool = False) -> Any:
+    """Standard-normal ``rows x cols`` test matrix (the identity when ``exact_range``).
 
     A full-width sketch spans the whole short side anyway; the identity does so without
     mixing the small singular directions with rounding error amplified by ``cond(Ω)``, which
@@ -57,7 +58,8 @@ def gaussian_sketch(rows: int, cols: int, seed: int, dtype: Any, *, as_torch: bo
     numpy and compiled backends) and with numpy's PCG64 otherwise.  ``dtype`` is a numpy or
     torch floating dtype; the result is a torch tensor on ``device`` when ``as_torch``.
     """
-    if cols == rows:
+    if exact_range:
+        assert cols == rows
         if torch is not None:
             tdtype = dtype if isinstance(dtype, torch.dtype) else _numpy_to_torch_dtype(dtype)
             eye = torch.eye(rows, dtype=tdtype, device=device if as_torch else None)

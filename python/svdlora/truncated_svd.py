@@ -190,16 +190,20 @@ def _factorize(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[i
                *, center: bool):
     short = min(info.m, info.n)
     sketch = min(rank + oversample, short)
-    if 2 * sketch > short:
+    if tol is None and 2 * sketch > short:
         # The sketch would cover most of the short side: randomization saves nothing, so take
-        # the whole side (the range is then captured exactly and q = 0 suffices).
+        # the whole side (the range is then captured exactly and q = 0 suffices).  Not in the
+        # adaptive mode, whose blocks only reach the full width if tol demands it.
         sketch = short
-    q = default_n_iter(rank, sketch, short) if n_iter is None else n_iter
+    exact = tol is None and sketch == short
+    q = default_n_iter(rank, exact_range=exact) if n_iter is None else n_iter
     block = block_size or min(sketch, max(16, -(-sketch // 4)))
     if _use_compiled(info, backend):
-        U, S, Vh, mean, err = _factorize_compiled(info, rank, sketch, q, tol, seed, block, center)
+        U, S, Vh, mean, err = _factorize_compiled(info, rank, sketch, q, tol, seed, block, center,
+                                                  exact)
     else:
-        U, S, Vh, mean, err = _factorize_numpy(info, rank, sketch, q, tol, seed, block, center)
+        U, S, Vh, mean, err = _factorize_numpy(info, rank, sketch, q, tol, seed, block, center,
+                                               exact)
     if tol is not None and err > tol:
         warnings.warn(f"tol={tol:g} was not reached within rank={rank} (relative error "
                       f"estimate {err:.3g}); returning {rank} components", ToleranceWarning,
@@ -207,7 +211,7 @@ def _factorize(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[i
     return U, S, Vh, mean
 
 
-def _factorize_compiled(info, rank, sketch, q, tol, seed, block, center):
+def _factorize_compiled(info, rank, sketch, q, tol, seed, block, center, exact):
     if info.kind == DENSE_NUMPY:
         arr = info.value
         if any(s < 0 for s in arr.strides):
@@ -219,7 +223,7 @@ def _factorize_compiled(info, rank, sketch, q, tol, seed, block, center):
         T = info.value.detach()
     ctype = torch.float64 if T.dtype == torch.float64 else torch.float32
     omega = gaussian_sketch(min(info.m, info.n), sketch, seed, ctype, as_torch=True,
-                            device=T.device)
+                            device=T.device, exact_range=exact)
     mean = T.mean(dim=-2, dtype=ctype) if center else None
     err = 0.0
     if tol is None:
@@ -234,7 +238,7 @@ def _factorize_compiled(info, rank, sketch, q, tol, seed, block, center):
     return U, S, Vh, mean, err
 
 
-def _factorize_numpy(info, rank, sketch, q, tol, seed, block, center):
+def _factorize_numpy(info, rank, sketch, q, tol, seed, block, center, exact):
     if info.kind == DENSE_TORCH:
         info = MatrixInput(DENSE_NUMPY, info.value.detach().numpy(), info.shape)
         as_torch = True
@@ -243,7 +247,8 @@ def _factorize_numpy(info, rank, sketch, q, tol, seed, block, center):
     op = to_linear_map(info)
     mean = column_mean(info, op) if center else None
     target = op.centered(mean) if mean is not None else op
-    omega = gaussian_sketch(min(info.m, info.n), sketch, seed, op.dtype, as_torch=False)
+    omega = gaussian_sketch(min(info.m, info.n), sketch, seed, op.dtype, as_torch=False,
+                            exact_range=exact)
     err = 0.0
     if tol is None:
         U, S, Vh = _numpy_backend.rsvd_fixed(target, rank, omega, q)
