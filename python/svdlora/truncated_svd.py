@@ -204,11 +204,19 @@ def _factorize(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[i
     else:
         U, S, Vh, mean, err = _factorize_numpy(info, rank, sketch, q, tol, seed, block, center,
                                                exact)
+    _check_finite_result(S, info)
     if tol is not None and err > tol:
         warnings.warn(f"tol={tol:g} was not reached within rank={rank} (relative error "
                       f"estimate {err:.3g}); returning {rank} components", ToleranceWarning,
                       stacklevel=3)
     return U, S, Vh, mean
+
+
+def _check_finite_result(S: Any, info: MatrixInput) -> None:
+    finite = bool(torch.isfinite(S).all()) if not isinstance(S, np.ndarray) else bool(np.isfinite(S).all())
+    if not finite:
+        raise ValueError(f"A (shape {info.shape}) has entries so large that the factorisation "
+                         "overflowed its dtype; rescale A (e.g. divide by its largest |entry|)")
 
 
 def _factorize_compiled(info, rank, sketch, q, tol, seed, block, center, exact):
@@ -226,11 +234,15 @@ def _factorize_compiled(info, rank, sketch, q, tol, seed, block, center, exact):
                             device=T.device, exact_range=exact)
     mean = T.mean(dim=-2, dtype=ctype) if center else None
     err = 0.0
-    if tol is None:
-        U, S, Vh = torch.ops.svdlora.rsvd(T, omega, mean, rank, q)
-    else:
-        U, S, Vh, err_t = torch.ops.svdlora.rsvd_adaptive(T, omega, mean, tol, block, rank, q)
-        err = float(err_t)
+    try:
+        if tol is None:
+            U, S, Vh = torch.ops.svdlora.rsvd(T, omega, mean, rank, q)
+        else:
+            U, S, Vh, err_t = torch.ops.svdlora.rsvd_adaptive(T, omega, mean, tol, block, rank, q)
+            err = float(err_t)
+    except torch.linalg.LinAlgError as exc:  # only reachable through overflow of finite input
+        raise ValueError(f"A (shape {info.shape}) has entries so large that the factorisation "
+                         f"overflowed its dtype; rescale A ({exc})") from None
     if mean is None:
         mean = torch.zeros(T.shape[:-2] + T.shape[-1:], dtype=ctype, device=T.device)
     if info.kind == DENSE_NUMPY:
