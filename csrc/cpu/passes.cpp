@@ -23,9 +23,32 @@ int64_t CenteredMatrix::block_rows() const {
   return std::max<int64_t>(1, (int64_t{1} << 22) / per_row);
 }
 
+namespace {
+
+// MKL (and OpenBLAS) on row-major storage R: R @ X is fastest as is, R^T @ Y as (Y^T R)^T
+// (measured 5-25% faster for skinny Y).  A wide input reaches us as a transposed view, so
+// pick the formulation from the storage order, not from the logical orientation.
+bool is_row_major(const at::Tensor& M) { return M.stride(-1) == 1; }
+
+at::Tensor storage_times(const at::Tensor& R, const at::Tensor& X) { return at::matmul(R, X); }
+
+at::Tensor storage_t_times(const at::Tensor& R, const at::Tensor& Y) {
+  return at::matmul(Y.mT(), R).mT();
+}
+
+// A @ X for a same-dtype A, in the storage-friendly formulation.
+at::Tensor fast_matmul(const at::Tensor& A, const at::Tensor& X) {
+  if (is_row_major(A) || !is_row_major(A.mT())) {
+    return storage_times(A, X);
+  }
+  return storage_t_times(A.mT(), X);
+}
+
+}  // namespace
+
 at::Tensor CenteredMatrix::dense_apply(const at::Tensor& X) const {
   if (A_.scalar_type() == dtype_) {
-    return at::matmul(A_, X);
+    return fast_matmul(A_, X);
   }
   const int64_t M = A_.size(-2);
   std::vector<int64_t> shape(A_.sizes().begin(), A_.sizes().end());
@@ -42,8 +65,7 @@ at::Tensor CenteredMatrix::dense_apply(const at::Tensor& X) const {
 
 at::Tensor CenteredMatrix::dense_apply_t(const at::Tensor& Y) const {
   if (A_.scalar_type() == dtype_) {
-    // (Y^T A)^T rather than A^T Y: measured 5-25% faster in MKL for skinny Y on row-major A.
-    return at::matmul(Y.mT(), A_).mT();
+    return fast_matmul(A_.mT(), Y);
   }
   const int64_t M = A_.size(-2);
   std::vector<int64_t> shape(A_.sizes().begin(), A_.sizes().end());
