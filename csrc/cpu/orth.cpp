@@ -8,6 +8,10 @@
 #include <ATen/ops/linalg_solve_triangular.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/nonzero.h>
+#include <ATen/ops/where.h>
+
+#include <cmath>
+#include <limits>
 
 namespace svdlora::cpu {
 namespace {
@@ -23,6 +27,29 @@ CholQRStep cholesky_qr_step(const at::Tensor& Y) {
   return {Q, R, info};
 }
 
+// Redo the entries of a batch flagged in `bad` with `redo` (Householder-based), in place of
+// the CholeskyQR results.
+template <typename Redo>
+void repair_entries(const at::Tensor& Y, const at::Tensor& bad, at::Tensor& Q, at::Tensor* R,
+                    Redo redo) {
+  const int64_t m = Y.size(-2), l = Y.size(-1);
+  at::Tensor idx = at::nonzero(bad.reshape({-1})).squeeze(-1);
+  at::Tensor Qf = Q.reshape({-1, m, l}).clone();
+  auto [Qh, Rh] = redo(Y.reshape({-1, m, l}).index_select(0, idx));
+  Qf.index_copy_(0, idx, Qh);
+  Q = Qf.view(Q.sizes());
+  if (R != nullptr) {
+    at::Tensor Rf = R->reshape({-1, l, l}).clone();
+    Rf.index_copy_(0, idx, Rh);
+    *R = Rf.view(R->sizes());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> householder_qr(const at::Tensor& Y) {
+  auto [Q, R] = at::linalg_qr(Y, "reduced");
+  return {Q, R};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> orth_qr(const at::Tensor& Y) {
@@ -34,26 +61,38 @@ std::tuple<at::Tensor, at::Tensor> orth_qr(const at::Tensor& Y) {
 
   // R2^T R2 = Q1^T Q1, so ||R2 - I||_F < 1/2 bounds cond(Q1) <= 3: then the second sweep has
   // restored orthogonality to O(eps).  Otherwise (rank deficiency, cond(Y) ~ 1/sqrt(eps)) fall
-  // back.  `!(dev < 0.5)` also catches NaN from a failed factorisation.
+  // back.  `!(dev < 0.25)` also catches NaN from a failed factorisation.
   at::Tensor dev = (second.R - at::eye(l, Y.options())).square().sum({-2, -1});
   at::Tensor bad = first.info.ne(0).logical_or(second.info.ne(0)).logical_or(dev.lt(0.25).logical_not());
   if (!bad.any().item<bool>()) {
     return {Q, R};
   }
   if (Y.dim() == 2) {
-    auto [Qh, Rh] = at::linalg_qr(Y, "reduced");
-    return {Qh, Rh};
+    return householder_qr(Y);
   }
-  // Batched: redo only the failing entries.
-  const int64_t m = Y.size(-2);
-  at::Tensor Yf = Y.reshape({-1, m, l});
-  at::Tensor Qf = Q.reshape({-1, m, l}).clone();
-  at::Tensor Rf = R.reshape({-1, l, l}).clone();
-  at::Tensor idx = at::nonzero(bad.reshape({-1})).squeeze(-1);
-  auto [Qh, Rh] = at::linalg_qr(Yf.index_select(0, idx), "reduced");
-  Qf.index_copy_(0, idx, Qh);
-  Rf.index_copy_(0, idx, Rh);
-  return {Qf.view(Q.sizes()), Rf.view(R.sizes())};
+  repair_entries(Y, bad, Q, &R, householder_qr);
+  return {Q, R};
+}
+
+at::Tensor range_basis(const at::Tensor& Y) {
+  CholQRStep step = cholesky_qr_step(Y);
+  // One sweep leaves Q^T Q - I ~ eps * cond(Y)^2.  cond(R) >= max|r_ii| / min|r_ii|; demand
+  // eps * ratio^2 <= 1/64 (so Q stays within a small factor of orthonormal), else do the
+  // full CholeskyQR2-with-fallback.
+  at::Tensor diag = step.R.diagonal(0, -2, -1).abs();
+  at::Tensor ratio = diag.amax(-1) / diag.amin(-1);
+  const double eps = Y.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                                    : std::numeric_limits<float>::epsilon();
+  at::Tensor bad = step.info.ne(0).logical_or((ratio.square() * eps).le(1.0 / 64).logical_not());
+  if (!bad.any().item<bool>()) {
+    return step.Q;
+  }
+  if (Y.dim() == 2) {
+    return std::get<0>(orth_qr(Y));
+  }
+  at::Tensor Q = step.Q;
+  repair_entries(Y, bad, Q, nullptr, orth_qr);
+  return Q;
 }
 
 }  // namespace svdlora::cpu

@@ -12,4 +12,9 @@ namespace svdlora::cpu {
 // sweep shows Q1 was far from orthonormal, is redone with Householder QR.
 std::tuple<at::Tensor, at::Tensor> orth_qr(const at::Tensor& Y);
 
+// A well-conditioned basis of range(Y) for the intermediate steps of subspace iteration,
+// where only the span matters: one CholeskyQR sweep, falling back to orth_qr for entries
+// whose Cholesky fails or whose R looks too ill-conditioned for a single sweep.
+at::Tensor range_basis(const at::Tensor& Y);
+
 }  // namespace svdlora::cpu

@@ -56,13 +56,16 @@ Factors rsvd_cpu(const at::Tensor& A, const at::Tensor& omega,
   const bool transposed = A.size(-2) < A.size(-1);
   CenteredMatrix op = make_tall_operator(A, col_mean, transposed, compute_dtype(A));
 
-  at::Tensor Q = orth(op.apply(omega));
+  // Normalise after every product: unnormalised power iteration loses the small singular
+  // directions to rounding in float32.  Intermediate bases only need to be well conditioned
+  // (the span is what matters), so they get a single CholeskyQR sweep; the final Q must be
+  // orthonormal because U = Q Ũ and B = Q^T A.
+  at::Tensor Y = op.apply(omega);
   for (int64_t i = 0; i < n_iter; ++i) {
-    // Orthonormalise after every product: unnormalised power iteration loses the small
-    // singular directions to rounding in float32.
-    at::Tensor Z = orth(op.apply_t(Q));
-    Q = orth(op.apply(Z));
+    at::Tensor Z = range_basis(op.apply_t(range_basis(Y)));
+    Y = op.apply(Z);
   }
+  at::Tensor Q = orth(Y);
   auto [U, S, Vh] = small_svd(Q, op.apply_t(Q), rank);
   return finalize(U, S, Vh, transposed);
 }
