@@ -17,4 +17,16 @@ TORCH_LIBRARY(svdlora, m) {
   // estimate rel_err as a float64 scalar tensor.
   m.def("rsvd_adaptive(Tensor A, Tensor omega, Tensor? col_mean, float tol, int block_size,"
         " int max_rank, int n_iter) -> (Tensor U, Tensor S, Tensor Vh, Tensor rel_err)");
+
+  // SVD-LoRA linear map y = [base_out +] x (U C Vh)^T [+ bias] with the r x r core
+  // C = diag(S) + scale * X @ Y (X: r x r', Y: r' x r).  x (..., K), U (D, r), Vh (r, K).
+  // In keep mode the caller passes base_out = base_layer(x) (and S - S0 as S); the low-rank
+  // term is accumulated into it by the GEMM itself.  h = x Vh^T (..., r) is the only
+  // activation autograd needs to save.
+  m.def("adapter_forward(Tensor x, Tensor U, Tensor S, Tensor Vh, Tensor X, Tensor Y,"
+        " float scale, Tensor? base_out, Tensor? bias) -> (Tensor y, Tensor h)");
+  // Gradients of adapter_forward from dy and the saved h: dx (empty when need_dx is false),
+  // dS = diag(dC), dX = scale dC Y^T, dY = scale X^T dC with dC = (dy U)^T h.
+  m.def("adapter_backward(Tensor dy, Tensor h, Tensor U, Tensor S, Tensor Vh, Tensor X,"
+        " Tensor Y, float scale, bool need_dx) -> (Tensor dx, Tensor dS, Tensor dX, Tensor dY)");
 }

@@ -1,0 +1,89 @@
+"""Python side of the fused SVD-LoRA ops: fake kernels, autograd registration and the typed
+wrapper :func:`svd_lora_linear`.  Schemas live in csrc/schemas.cpp; kernels in csrc/cpu.
+
+Imported only when the compiled core loaded.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["svd_lora_linear"]
+
+
+@torch.library.register_fake("svdlora::adapter_forward")
+def _forward_fake(x, U, S, Vh, X, Y, scale, base_out, bias):
+    return x.new_empty((*x.shape[:-1], U.shape[0])), x.new_empty((*x.shape[:-1], S.shape[0]))
+
+
+@torch.library.register_fake("svdlora::adapter_backward")
+def _backward_fake(dy, h, U, S, Vh, X, Y, scale, need_dx):
+    dx = dy.new_empty((*dy.shape[:-1], Vh.shape[1])) if need_dx else dy.new_empty((0,))
+    return dx, S.new_empty(S.shape), X.new_empty(X.shape), Y.new_empty(Y.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    x, U, S, Vh, X, Y, scale, base_out, bias = inputs
+    _, h = output
+    # h = x Vh^T (N x r) is the only activation kept: U, S, Vh, X, Y are parameters/buffers.
+    ctx.save_for_backward(h, U, S, Vh, X, Y)
+    ctx.scale = scale
+    ctx.mark_non_differentiable(h)
+
+
+def _backward(ctx, dy, _dh):
+    h, U, S, Vh, X, Y = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    if needs[1] or needs[3]:
+        raise RuntimeError("svdlora adapter: U and Vh are frozen; gradients for them are not "
+                           "implemented (set requires_grad=False)")
+    dx, dS, dX, dY = torch.ops.svdlora.adapter_backward(dy.contiguous(), h, U, S, Vh, X, Y,
+                                                        ctx.scale, bool(needs[0]))
+    dbase = dy if needs[7] else None
+    dbias = dy.reshape(-1, dy.shape[-1]).sum(0) if needs[8] else None
+    return (dx if needs[0] else None, None, dS if needs[2] else None, None,
+            dX if needs[4] else None, dY if needs[5] else None, None, dbase, dbias)
+
+
+torch.library.register_autograd("svdlora::adapter_forward", _backward, setup_context=_setup_context)
+
+
+def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
+                    X: torch.Tensor, Y: torch.Tensor, scale: float,
+                    base_out: Optional[torch.Tensor] = None,
+                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Fused SVD-LoRA map ``y = [base_out +] x (U (diag(S) + scale X Y) Vh)^T [+ bias]``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (..., K)
+        Activations (float32, float64, bfloat16 or float16); any strides.
+    U : Tensor, shape (D, r)
+        Frozen left singular vectors.
+    S : Tensor, shape (r,)
+        Trainable diagonal of the core (in keep mode pass ``S - S0``).
+    Vh : Tensor, shape (r, K)
+        Frozen right singular vectors (rows).
+    X, Y : Tensor, shapes (r, r') and (r', r)
+        Trainable inner low-rank core.
+    scale : float
+        Multiplier of ``X @ Y`` (``alpha / r'`` or ``alpha / sqrt(r')``).
+    base_out : Tensor, shape (..., D), optional
+        Output of the frozen base layer (keep mode); the low-rank term is accumulated into it.
+    bias : Tensor, shape (D,), optional
+        Bias added to the result.
+
+    Returns
+    -------
+    Tensor, shape (..., D), dtype of ``x``.
+
+    Notes
+    -----
+    Forward ``h = x Vhᵀ``, ``y = h (U C)ᵀ``; backward ``g = dy U``, ``dC = gᵀ h``,
+    ``dS = diag(dC)``, ``dX = scale dC Yᵀ``, ``dY = scale Xᵀ dC``, ``dx = g (C Vh)``
+    (DESIGN.md section 1).  Only ``h`` (N x r values) is saved for backward.  GEMMs on
+    bfloat16 accumulate in float32 and the core and parameter gradients are formed in float32.
+    """
+    y, _ = torch.ops.svdlora.adapter_forward(x, U, S, Vh, X, Y, float(scale), base_out, bias)
+    return y

@@ -1,0 +1,217 @@
+"""``SVDLoRALinear``: a drop-in replacement of ``nn.Linear`` fine-tuned through its SVD.
+
+``W_eff = U (diag(S) + scale·X Y) Vh`` (drop mode) or ``W + U (diag(S) - diag(S0) + scale·X Y) Vh``
+(keep mode, the original layer untouched).  Only ``S`` (r), ``X`` (r×r') and ``Y`` (r'×r)
+train.  The forward/backward is the fused custom op ``svdlora::adapter_forward``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import _adapter_ops
+from .truncated_svd import rsvd
+
+__all__ = ["SVDLoRALinear", "SVD_METHODS"]
+
+SVD_METHODS = ("randomized", "exact")
+
+
+def _check_ranks(rank, inner_rank, in_features: int, out_features: int) -> None:
+    for value, name in ((rank, "rank"), (inner_rank, "inner_rank")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 1 <= rank <= min(in_features, out_features):
+        raise ValueError(f"rank must satisfy 1 <= rank <= min(in_features, out_features) = "
+                         f"{min(in_features, out_features)}, got {rank}")
+    if not 1 <= inner_rank <= rank:
+        raise ValueError(f"inner_rank must satisfy 1 <= inner_rank <= rank = {rank}, got {inner_rank}")
+
+
+def adapter_scale(inner_rank: int, alpha: Optional[float], rank_stabilized: bool) -> float:
+    """``alpha / r'`` (LoRA) or ``alpha / sqrt(r')`` (rsLoRA); alpha defaults to ``r'``."""
+    if alpha is None:
+        alpha = float(inner_rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise TypeError(f"alpha must be a finite float or None, got {alpha!r}")
+    return float(alpha) / (math.sqrt(inner_rank) if rank_stabilized else inner_rank)
+
+
+def truncated_factors(weight: torch.Tensor, rank: int, svd: str, seed: int):
+    """Rank-``rank`` SVD of a (D, K) weight in float32/64: ``(U, S, Vh)``."""
+    if svd not in SVD_METHODS:
+        raise ValueError(f"svd must be one of {SVD_METHODS}, got {svd!r}")
+    W = weight.detach()
+    if svd == "exact":
+        W = W if W.dtype == torch.float64 else W.float()
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        return U[:, :rank].contiguous(), S[:rank].contiguous(), Vh[:rank].contiguous()
+    return rsvd(W, rank, seed=seed)
+
+
+class SVDLoRALinear(nn.Module):
+    """Linear layer fine-tuned through its truncated SVD.
+
+    Build one with :meth:`from_linear`.
+
+    Attributes
+    ----------
+    U : buffer (D, r)
+        Frozen left singular vectors.
+    Vh : buffer (r, K)
+        Frozen right singular vectors.
+    S0 : buffer (r,)
+        Singular values at conversion time.
+    S : Parameter (r,)
+        Trainable singular values (initialised to ``S0``).
+    X : Parameter (r, r')
+        Trainable, random at init.
+    Y : Parameter (r', r)
+        Trainable, zero at init (so the layer starts exactly at its conversion point).
+    scale : float
+        ``alpha / r'`` or ``alpha / sqrt(r')``.
+    base_layer : nn.Linear or None
+        The original layer, frozen and never rewritten (keep mode); None in drop mode.
+    bias : Tensor or None
+        The original bias, frozen.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, inner_rank: int, *,
+                 alpha: Optional[float] = None, rank_stabilized: bool = False,
+                 residual: bool = True, base_layer: Optional[nn.Linear] = None,
+                 bias: Optional[torch.Tensor] = None, dtype: Optional[torch.dtype] = None,
+                 device=None) -> None:
+        super().__init__()
+        _check_ranks(rank, inner_rank, in_features, out_features)
+        if residual and base_layer is None:
+            raise ValueError("residual=True (keep mode) needs the original base_layer")
+        self.in_features, self.out_features = in_features, out_features
+        self.rank, self.inner_rank = rank, inner_rank
+        self.alpha = float(inner_rank) if alpha is None else float(alpha)
+        self.rank_stabilized = bool(rank_stabilized)
+        self.residual = bool(residual)
+        self.scale = adapter_scale(inner_rank, alpha, rank_stabilized)
+        kw = {"dtype": dtype, "device": device}
+        self.register_buffer("U", torch.zeros(out_features, rank, **kw))
+        self.register_buffer("Vh", torch.zeros(rank, in_features, **kw))
+        self.register_buffer("S0", torch.zeros(rank, **kw))
+        self.S = nn.Parameter(torch.zeros(rank, **kw))
+        self.X = nn.Parameter(torch.zeros(rank, inner_rank, **kw))
+        self.Y = nn.Parameter(torch.zeros(inner_rank, rank, **kw))
+        if residual:
+            for p in base_layer.parameters():
+                p.requires_grad_(False)
+            self.base_layer = base_layer
+            self._drop_bias = None
+        else:
+            self.base_layer = None
+            self._drop_bias = None if bias is None else nn.Parameter(bias.detach().clone(),
+                                                                     requires_grad=False)
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.base_layer.bias if self.base_layer is not None else self._drop_bias
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int, inner_rank: int, *,
+                    alpha: Optional[float] = None, rank_stabilized: bool = False,
+                    residual: bool = True, svd: str = "randomized", seed: int = 0) -> "SVDLoRALinear":
+        """Convert an ``nn.Linear`` (weight D×K) into an SVD-LoRA layer.
+
+        Parameters
+        ----------
+        linear : nn.Linear
+            The layer to convert.  In keep mode it is kept (frozen, unchanged) as
+            ``base_layer``; in drop mode its dense weight is discarded.
+        rank : int
+            Truncation rank ``r``, ``1 <= r <= min(D, K)``.
+        inner_rank : int
+            Rank ``r'`` of the trainable core ``X Y``, ``1 <= r' <= r``.
+        alpha : float, optional
+            Scale numerator; defaults to ``r'`` (scale 1).
+        rank_stabilized : bool
+            Use ``alpha / sqrt(r')`` (rsLoRA) instead of ``alpha / r'``.
+        residual : bool
+            Keep mode (True) or drop mode (False).
+        svd : {"randomized", "exact"}
+            :func:`svdlora.rsvd` or a full ``torch.linalg.svd``.
+        seed : int
+            Seed of the randomized SVD and of ``X``'s initialisation.
+
+        Returns
+        -------
+        SVDLoRALinear
+            At initialisation its output equals ``linear(x)`` (keep mode) or the rank-r
+            truncation of it (drop mode), to rounding.
+
+        Raises
+        ------
+        TypeError
+            ``linear`` is not an ``nn.Linear``; non-integer ranks.
+        ValueError
+            Ranks out of range, unknown ``svd``.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        D, K = linear.out_features, linear.in_features
+        _check_ranks(rank, inner_rank, K, D)
+        if svd not in SVD_METHODS:
+            raise ValueError(f"svd must be one of {SVD_METHODS}, got {svd!r}")
+        U, S, Vh = truncated_factors(linear.weight, rank, svd, seed)
+        return cls.from_factors(linear, U, S, Vh, inner_rank, alpha=alpha,
+                                rank_stabilized=rank_stabilized, residual=residual, seed=seed)
+
+    @classmethod
+    def from_factors(cls, linear: nn.Linear, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
+                     inner_rank: int, *, alpha: Optional[float] = None,
+                     rank_stabilized: bool = False, residual: bool = True,
+                     seed: int = 0) -> "SVDLoRALinear":
+        """Build the layer from given SVD factors of ``linear.weight`` (see :meth:`from_linear`)."""
+        weight = linear.weight
+        layer = cls(linear.in_features, linear.out_features, S.shape[0], inner_rank, alpha=alpha,
+                    rank_stabilized=rank_stabilized, residual=residual,
+                    base_layer=linear if residual else None, bias=linear.bias,
+                    dtype=weight.dtype, device=weight.device)
+        with torch.no_grad():
+            layer.U.copy_(U)
+            layer.Vh.copy_(Vh)
+            layer.S0.copy_(S)
+            layer.S.copy_(S)
+            # LoRA-style: one factor random (kaiming-uniform, as LoRA's A), the other zero.
+            gen = torch.Generator(device="cpu").manual_seed(int(seed))
+            bound = 1.0 / math.sqrt(inner_rank)
+            X = (torch.rand(layer.X.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+            layer.X.copy_(X)
+            layer.Y.zero_()
+        return layer
+
+    def core(self) -> torch.Tensor:
+        """The r×r core ``C = diag(S) + scale·X Y``."""
+        return torch.diag(self.S) + self.scale * (self.X @ self.Y)
+
+    def delta_weight(self) -> torch.Tensor:
+        """``U (C - diag(S0)) Vh``: what keep mode adds to the base weight (rank <= r)."""
+        C = self.core() - torch.diag(self.S0)
+        return self.U @ C @ self.Vh
+
+    def effective_weight(self) -> torch.Tensor:
+        """The dense D×K weight this layer applies."""
+        if self.base_layer is not None:
+            return self.base_layer.weight + self.delta_weight()
+        return self.U @ self.core() @ self.Vh
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.base_layer is not None:
+            base = self.base_layer(x)
+            return _adapter_ops.svd_lora_linear(x, self.U, self.S - self.S0, self.Vh, self.X,
+                                                self.Y, self.scale, base_out=base)
+        return _adapter_ops.svd_lora_linear(x, self.U, self.S, self.Vh, self.X, self.Y,
+                                            self.scale, bias=self._drop_bias)
+
+    def extra_repr(self) -> str:
+        mode = "keep" if self.residual else "drop"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"rank={self.rank}, inner_rank={self.inner_rank}, scale={self.scale:g}, mode={mode}")

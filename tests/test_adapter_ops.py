@@ -1,0 +1,145 @@
+"""Fused SVD-LoRA ops: gradients (gradcheck, plain-torch autograd reference), opcheck,
+torch.compile(fullgraph=True), dtypes, batch dims and non-contiguous inputs."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import needs_compiled, torch
+
+pytestmark = needs_compiled
+
+
+def make_factors(D=12, K=10, r=6, rr=3, dtype=None, seed=0, requires_grad=True):
+    dtype = dtype or torch.float64
+    g = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(D, r, generator=g, dtype=torch.float64))[0].to(dtype)
+    Vh = torch.linalg.qr(torch.randn(K, r, generator=g, dtype=torch.float64))[0].T.contiguous().to(dtype)
+    S = (torch.rand(r, generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    X = torch.randn(r, rr, generator=g, dtype=torch.float64).to(dtype)
+    Y = torch.randn(rr, r, generator=g, dtype=torch.float64).to(dtype)
+    for t in (S, X, Y):
+        t.requires_grad_(requires_grad)
+    return U, S, Vh, X, Y
+
+
+def reference(x, U, S, Vh, X, Y, scale, base_out=None, bias=None):
+    """Plain-torch autograd chain of the same math (no custom ops)."""
+    C = torch.diag(S) + scale * X @ Y
+    y = ((x @ Vh.T) @ C.T) @ U.T
+    if base_out is not None:
+        y = y + base_out
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def op(*args, **kw):
+    import svdlora
+    return svdlora.svd_lora_linear(*args, **kw)
+
+
+@pytest.mark.parametrize("rr", [1, 3, 6])
+@pytest.mark.parametrize("keep", [False, True])
+def test_gradcheck_float64(rr, keep):
+    U, S, Vh, X, Y = make_factors(rr=rr)
+    x = torch.randn(2, 3, 10, dtype=torch.float64, requires_grad=True)
+    base = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True) if keep else None
+    bias = None if keep else torch.randn(12, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, S, X, Y, base, bias: op(x, U, S, Vh, X, Y, 0.7, base_out=base, bias=bias)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, S, X, Y, base, bias))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_matches_plain_torch_reference(keep):
+    U, S, Vh, X, Y = make_factors(D=40, K=30, r=16, rr=4)
+    x = torch.randn(5, 7, 30, dtype=torch.float64, requires_grad=True)
+    base = torch.randn(5, 7, 40, dtype=torch.float64) if keep else None
+    y = op(x, U, S, Vh, X, Y, 1.3, base_out=base)
+    y_ref = reference(x, U, S, Vh, X, Y, 1.3, base_out=base)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, S, X, Y), dy)
+    grads_ref = torch.autograd.grad(y_ref, (x, S, X, Y), dy)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_non_contiguous_and_batched_x():
+    U, S, Vh, X, Y = make_factors(D=20, K=16, r=8, rr=2, dtype=torch.float32)
+    base = torch.randn(16, 6, 4, dtype=torch.float32)
+    x = base.permute(2, 1, 0)  # (4, 6, 16), non-contiguous
+    assert not x.is_contiguous()
+    torch.testing.assert_close(op(x, U, S, Vh, X, Y, 1.0), reference(x, U, S, Vh, X, Y, 1.0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_error_within_twice_plain_bf16():
+    # flash-attention rule: |fused_bf16 - exact| <= 2 x |plain_torch_bf16 - exact| (+ tiny)
+    U, S, Vh, X, Y = make_factors(D=256, K=192, r=32, rr=8, dtype=torch.float64, requires_grad=False)
+    x = torch.randn(64, 192, dtype=torch.float64)
+    exact = reference(x, U, S, Vh, X, Y, 1.0)
+    bf = [t.to(torch.bfloat16) for t in (x, U, S, Vh, X, Y)]
+    fused = op(*bf[:6], 1.0).double()
+    plain = reference(*bf, 1.0).double()
+    err_fused = (fused - exact).abs().max().item()
+    err_plain = (plain - exact).abs().max().item()
+    assert op(*bf[:6], 1.0).dtype == torch.bfloat16
+    assert err_fused <= 2 * err_plain + 1e-6
+
+
+def test_saves_only_h_as_activation():
+    U, S, Vh, X, Y = make_factors(D=20, K=16, r=8, rr=2, dtype=torch.float32)
+    x = torch.randn(50, 16, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = op(x, U, S, Vh, X, Y, 1.0)
+    activations = [t for t in saved if t.shape[0] == 50]
+    assert [tuple(t.shape) for t in activations] == [(50, 8)]  # N x r, nothing N x K or N x D
+    y.sum().backward()
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_opcheck(keep, dtype):
+    dt = getattr(torch, dtype)
+    U, S, Vh, X, Y = make_factors(dtype=dt)
+    x = torch.randn(3, 4, 10, dtype=dt, requires_grad=True)
+    base = torch.randn(3, 4, 12, dtype=dt) if keep else None
+    bias = None if keep else torch.randn(12, dtype=dt)
+    torch.library.opcheck(torch.ops.svdlora.adapter_forward.default,
+                          (x, U, S, Vh, X, Y, 0.5, base, bias))
+    dy = torch.randn(3, 4, 12, dtype=dt)
+    h = torch.randn(3, 4, 6, dtype=dt)
+    torch.library.opcheck(torch.ops.svdlora.adapter_backward.default,
+                          (dy, h, U, S.detach(), Vh, X.detach(), Y.detach(), 0.5, True))
+
+
+def test_torch_compile_fullgraph_forward_backward():
+    U, S, Vh, X, Y = make_factors(D=20, K=16, r=8, rr=2, dtype=torch.float32)
+
+    def loss(x, S, X, Y):
+        return op(x, U, S, Vh, X, Y, 1.0).square().sum()
+
+    x = torch.randn(6, 16, requires_grad=True)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    g1 = torch.autograd.grad(compiled(x, S, X, Y), (x, S, X, Y))
+    g2 = torch.autograd.grad(loss(x, S, X, Y), (x, S, X, Y))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_shapes_raise():
+    U, S, Vh, X, Y = make_factors()
+    with pytest.raises(RuntimeError, match="x must have shape"):
+        op(torch.randn(3, 9, dtype=torch.float64), U, S, Vh, X, Y, 1.0)
+    with pytest.raises(RuntimeError, match="inconsistent ranks"):
+        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X[:, :2], Y, 1.0)
+    with pytest.raises(RuntimeError, match="base_out"):
+        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
+           base_out=torch.randn(3, 11, dtype=torch.float64))
