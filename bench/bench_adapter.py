@@ -1,0 +1,137 @@
+"""CPU benchmark of the fused SVD-LoRA layer, fwd+bwd, against the same math as a plain
+torch autograd chain, a dense nn.Linear (forward + dx) and a PEFT LoRA layer of equal rank,
+in one process and run.
+
+    python bench/bench_adapter.py [--quick] [--out bench/results/cpu.json]
+
+Reports median times (15 runs after warm-up, all variants interleaved round-robin), the ratios behind the goals, and the bytes
+of saved activations (tensors autograd saves that are not parameters/buffers), measured
+with saved-tensor hooks.  Outputs of every variant are checked against each other first.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import interleaved_medians, machine, merge_section  # noqa: E402
+
+import svdlora  # noqa: E402
+
+
+def unfused_chain(layer: svdlora.SVDLoRALinear, base: nn.Linear, keep: bool):
+    """Same math as the fused op, written as an ordinary autograd chain."""
+    U, Vh, S0 = layer.U, layer.Vh, layer.S0
+
+    def fn(x):
+        S = layer.S - S0 if keep else layer.S
+        C = torch.diag(S) + layer.scale * (layer.X @ layer.Y)
+        y = ((x @ Vh.T) @ C.T) @ U.T
+        return y + base(x) if keep else y + base.bias
+    return fn
+
+
+def peft_layer(base: nn.Linear, r: int):
+    import peft
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = base
+
+        def forward(self, x):
+            return self.lin(x)
+
+    model = peft.get_peft_model(Wrap(), peft.LoraConfig(r=r, lora_alpha=r, target_modules=["lin"],
+                                                         lora_dropout=0.0))
+    with torch.no_grad():  # non-zero B so the timed path is the real one
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.01)
+    return model
+
+
+def fwd_bwd(fn, x, dy):
+    def run():
+        x.grad = None
+        y = fn(x)
+        y.backward(dy)
+    return run
+
+
+def saved_activation_bytes(fn, x, params) -> int:
+    ptrs = {p.data_ptr() for p in params}
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        if t.data_ptr() not in ptrs and t.data_ptr() != 0:
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn(x)
+    del y
+    return total
+
+
+def run_config(N, D, K, r, rr, repeats):
+    torch.manual_seed(0)
+    base = nn.Linear(K, D)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(N, K, requires_grad=True)
+    dy = torch.randn(N, D)
+    out = {"N": N, "D": D, "K": K, "r": r, "inner_rank": rr}
+    variants = {"dense": (base, list(base.parameters()))}
+    for keep in (False, True):
+        layer = svdlora.SVDLoRALinear.from_linear(base, r, rr, residual=keep, seed=0)
+        with torch.no_grad():
+            layer.Y.normal_(0, 0.1)
+        unfused = unfused_chain(layer, base, keep)
+        torch.testing.assert_close(layer(x), unfused(x), rtol=1e-4, atol=1e-4)
+        params = list(layer.parameters()) + list(layer.buffers()) + list(base.parameters())
+        mode = "keep" if keep else "drop"
+        variants[f"{mode}_fused"] = (layer, params)
+        variants[f"{mode}_unfused"] = (unfused, params)
+    try:
+        lora = peft_layer(base, r)
+        variants["peft_lora"] = (lora, list(lora.parameters()))
+    except ImportError:
+        pass
+    times = interleaved_medians({k: fwd_bwd(fn, x, dy) for k, (fn, _) in variants.items()}, repeats)
+    saved = {k: saved_activation_bytes(fn, x, params) for k, (fn, params) in variants.items()}
+    out["variants"] = {k: {"time_s": times[k], "saved_activation_bytes": saved[k]} for k in variants}
+    dense = times["dense"]
+    out["drop_fused_vs_unfused"] = times["drop_unfused"] / times["drop_fused"]
+    out["drop_fused_vs_dense"] = dense / times["drop_fused"]
+    out["keep_fused_vs_unfused"] = times["keep_unfused"] / times["keep_fused"]
+    if "peft_lora" in times:
+        out["keep_overhead_ratio_vs_peft"] = (times["keep_fused"] - dense) / (times["peft_lora"] - dense)
+    out["saved_activation_values_per_token_fused"] = saved["drop_fused"] / (4 * N)
+    print(f"N={N} D={D} K={K} r={r} r'={rr}: " + ", ".join(
+        f"{k} {v * 1e3:.1f} ms" for k, v in times.items()), flush=True)
+    print("  " + ", ".join(f"{k}={out[k]:.2f}" for k in out if k.startswith(("drop_", "keep_"))) +
+          f"; saved activations (bytes): " + ", ".join(f"{k} {v}" for k, v in saved.items()), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu.json"))
+    args = ap.parse_args()
+    configs = [(512, 256, 256, 32, 4)] if args.quick else [(4096, 1024, 1024, 64, 8), (4096, 4096, 4096, 256, 16)]
+    print(machine())
+    results = [run_config(*c, args.repeats) for c in configs]
+    merge_section(args.out, "adapter", {"dtype": "float32", "configs": results}, machine())
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
