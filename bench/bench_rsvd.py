@@ -3,7 +3,8 @@ torch.linalg.svd, in one process and run (float32, sigma_i = 1/i).
 
     python bench/bench_rsvd.py [--quick] [--out bench/results/cpu.json]
 
-For every case it records median times (>= 5 runs after warm-up, peers interleaved round-robin) and the error relative to
+For every case it records median times (>= 5 runs after warm-up; the two torch peers interleaved
+round-robin, sklearn timed on its own) and the error relative to
 the Eckart–Young optimum, and the ratios:
   * vs_lowrank: torch.svd_lowrank time / ours, svd_lowrank given the same sketch size
     (q = k + 10) and the same number of power iterations as our default rule picks;
@@ -50,8 +51,12 @@ def run_case(A: torch.Tensor, s: np.ndarray, k: int, with_full_svd: bool, repeat
     def sklearn_default():
         return randomized_svd(A_np, k, random_state=0)
 
+    # svdlora and svd_lowrank (both MKL via torch) are interleaved; sklearn (numpy's
+    # OpenBLAS, whose idle threads keep spinning for a while) is timed on its own so that it
+    # does not slow down whichever peer runs right after it.
     fns = {"svdlora": ours, "svd_lowrank": lowrank, "sklearn_default": sklearn_default}
-    times = interleaved_medians(fns, repeats)
+    times = interleaved_medians({k: fns[k] for k in ("svdlora", "svd_lowrank")}, repeats)
+    times["sklearn_default"] = median_time(sklearn_default, repeats)
     for name, fn in fns.items():
         err = frobenius_error(A, *fn()) / opt
         out[name] = {"time_s": times[name], "err_over_opt": err}
@@ -99,7 +104,8 @@ def run_batched(repeats: int):
 
     fns = {"svdlora": lambda: svdlora.rsvd(A, k, seed=0), "svd_lowrank": lowrank,
            "sklearn_loop_same_n_iter": sklearn_loop}
-    times = interleaved_medians(fns, repeats)
+    times = interleaved_medians({k: fns[k] for k in ("svdlora", "svd_lowrank")}, repeats)
+    times["sklearn_loop_same_n_iter"] = median_time(sklearn_loop, repeats)
     for name, fn in fns.items():
         t = times[name]
         U, S, Vh = fn()
