@@ -35,6 +35,25 @@ def rsvd_table(section: dict) -> str:
     return "\n".join(rows)
 
 
+def adapter_table(section: dict) -> str:
+    rows = ["| N, D=K, r, r' | dense fwd+dx ms | drop fused ms | drop unfused ms | fused/unfused | "
+            "vs dense | keep fused ms | keep unfused ms | PEFT LoRA ms | keep overhead / PEFT overhead "
+            "| saved activations fused / unfused / PEFT (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in section["configs"]:
+        v = c["variants"]
+        ms = {k: v[k]["time_s"] * 1e3 for k in v}
+        mib = {k: v[k]["saved_activation_bytes"] / 2**20 for k in v}
+        peft = f"{ms['peft_lora']:.1f}" if "peft_lora" in ms else "—"
+        ratio = f"{c['keep_overhead_ratio_vs_peft']:.2f}" if "keep_overhead_ratio_vs_peft" in c else "—"
+        rows.append(
+            f"| {c['N']}, {c['D']}, {c['r']}, {c['inner_rank']} | {ms['dense']:.1f} | {ms['drop_fused']:.1f} "
+            f"| {ms['drop_unfused']:.1f} | {c['drop_fused_vs_unfused']:.2f}× | {c['drop_fused_vs_dense']:.2f}× "
+            f"| {ms['keep_fused']:.1f} | {ms['keep_unfused']:.1f} | {peft} | {ratio} "
+            f"| {mib['drop_fused']:.1f} / {mib['drop_unfused']:.1f} / {mib.get('peft_lora', float('nan')):.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "cpu.json")
     with open(path) as f:
@@ -42,6 +61,9 @@ def main() -> None:
     print(f"Machine: {data['machine']}\n")
     if "rsvd" in data:
         print(rsvd_table(data["rsvd"]))
+    if "adapter" in data:
+        print()
+        print(adapter_table(data["adapter"]))
 
 
 if __name__ == "__main__":

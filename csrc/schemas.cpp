@@ -18,15 +18,19 @@ TORCH_LIBRARY(svdlora, m) {
   m.def("rsvd_adaptive(Tensor A, Tensor omega, Tensor? col_mean, float tol, int block_size,"
         " int max_rank, int n_iter) -> (Tensor U, Tensor S, Tensor Vh, Tensor rel_err)");
 
-  // SVD-LoRA linear map y = [base_out +] x (U C Vh)^T [+ bias] with the r x r core
-  // C = diag(S) + scale * X @ Y (X: r x r', Y: r' x r).  x (..., K), U (D, r), Vh (r, K).
-  // In keep mode the caller passes base_out = base_layer(x) (and S - S0 as S); the low-rank
-  // term is accumulated into it by the GEMM itself.  h = x Vh^T (..., r) is the only
-  // activation autograd needs to save.
+  // SVD-LoRA linear map y = x W^T + base_out + bias + x (U C Vh)^T with the r x r core
+  // C = diag(S) + scale * X @ Y (X: r x r', Y: r' x r); x (..., K), U (D, r), Vh (r, K).
+  // Keep mode passes the frozen base weight W (D, K) -- the low-rank term is then accumulated
+  // into x W^T in place -- or, for a base layer that is not a plain linear map (quantized,
+  // custom), its output base_out (..., D); drop mode passes neither.  A bias is folded into
+  // the low-rank GEMM as an extra column.  h = x Vh^T (..., r) is the only activation
+  // autograd saves.
   m.def("adapter_forward(Tensor x, Tensor U, Tensor S, Tensor Vh, Tensor X, Tensor Y,"
-        " float scale, Tensor? base_out, Tensor? bias) -> (Tensor y, Tensor h)");
-  // Gradients of adapter_forward from dy and the saved h: dx (empty when need_dx is false),
-  // dS = diag(dC), dX = scale dC Y^T, dY = scale X^T dC with dC = (dy U)^T h.
+        " float scale, Tensor? base_weight, Tensor? bias, Tensor? base_out) -> (Tensor y, Tensor h)");
+  // Gradients of adapter_forward from dy and the saved h: dx (empty when need_dx is false;
+  // includes dy W when base_weight is given), dS = diag(dC), dX = scale dC Y^T,
+  // dY = scale X^T dC with dC = (dy U)^T h.
   m.def("adapter_backward(Tensor dy, Tensor h, Tensor U, Tensor S, Tensor Vh, Tensor X,"
-        " Tensor Y, float scale, bool need_dx) -> (Tensor dx, Tensor dS, Tensor dX, Tensor dY)");
+        " Tensor Y, float scale, Tensor? base_weight, bool need_dx)"
+        " -> (Tensor dx, Tensor dS, Tensor dX, Tensor dY)");
 }

@@ -62,7 +62,7 @@ def test_module_gradcheck(inner_rank, residual):
               layer.Y.detach().clone().requires_grad_())
     assert torch.autograd.gradcheck(lambda x, S, X, Y: svdlora.svd_lora_linear(
         x, layer.U, S - layer.S0 if residual else S, layer.Vh, X, Y, layer.scale,
-        base_out=lin(x) if residual else None, bias=None if residual else lin.bias), (x, *params))
+        base_weight=lin.weight if residual else None, bias=lin.bias), (x, *params))
     # and the module's own parameters receive the same gradients as a plain-torch reference
     y = layer(x)
     W_eff = layer.effective_weight()
@@ -73,6 +73,20 @@ def test_module_gradcheck(inner_rank, residual):
     g_ref = torch.autograd.grad(y_ref, (x, layer.S, layer.X, layer.Y), dy)
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_keep_mode_with_a_non_linear_base_uses_its_output():
+    class Quantized(nn.Linear):  # stands for any base layer that is not a plain nn.Linear
+        def forward(self, x):
+            return nn.functional.linear(x, self.weight.round(decimals=2), self.bias)
+
+    base = Quantized(12, 9).double()
+    layer = svdlora.SVDLoRALinear.from_linear(base, 4, 2, svd="exact")
+    with torch.no_grad():
+        layer.Y.normal_()
+    x = torch.randn(5, 12, dtype=torch.float64)
+    expected = base(x) + x @ layer.delta_weight().T
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_scale_conventions():

@@ -22,10 +22,12 @@ def make_factors(D=12, K=10, r=6, rr=3, dtype=None, seed=0, requires_grad=True):
     return U, S, Vh, X, Y
 
 
-def reference(x, U, S, Vh, X, Y, scale, base_out=None, bias=None):
+def reference(x, U, S, Vh, X, Y, scale, base_out=None, bias=None, base_weight=None):
     """Plain-torch autograd chain of the same math (no custom ops)."""
     C = torch.diag(S) + scale * X @ Y
     y = ((x @ Vh.T) @ C.T) @ U.T
+    if base_weight is not None:
+        y = y + x @ base_weight.T
     if base_out is not None:
         y = y + base_out
     if bias is not None:
@@ -38,24 +40,41 @@ def op(*args, **kw):
     return svdlora.svd_lora_linear(*args, **kw)
 
 
+BASES = ["drop", "keep_weight", "keep_out"]
+
+
+def base_args(kind, lead, D=12, K=10, requires_grad=False):
+    """Keyword arguments of the three ways the op is called: drop mode (bias), keep mode with a
+    plain base weight (+ bias), keep mode with an opaque base layer's output."""
+    dt = torch.float64
+    if kind == "drop":
+        return {"bias": torch.randn(D, dtype=dt, requires_grad=requires_grad)}
+    if kind == "keep_weight":
+        return {"base_weight": torch.randn(D, K, dtype=dt), "bias": torch.randn(D, dtype=dt)}
+    return {"base_out": torch.randn(*lead, D, dtype=dt, requires_grad=requires_grad)}
+
+
 @pytest.mark.parametrize("rr", [1, 3, 6])
-@pytest.mark.parametrize("keep", [False, True])
-def test_gradcheck_float64(rr, keep):
+@pytest.mark.parametrize("kind", BASES)
+def test_gradcheck_float64(rr, kind):
     U, S, Vh, X, Y = make_factors(rr=rr)
     x = torch.randn(2, 3, 10, dtype=torch.float64, requires_grad=True)
-    base = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True) if keep else None
-    bias = None if keep else torch.randn(12, dtype=torch.float64, requires_grad=True)
-    fn = lambda x, S, X, Y, base, bias: op(x, U, S, Vh, X, Y, 0.7, base_out=base, bias=bias)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x, S, X, Y, base, bias))
+    kw = base_args(kind, (2, 3), requires_grad=True)
+    names = sorted(kw)
+
+    def fn(x, S, X, Y, *extra):
+        return op(x, U, S, Vh, X, Y, 0.7, **dict(zip(names, extra)))
+
+    assert torch.autograd.gradcheck(fn, (x, S, X, Y, *(kw[n] for n in names)))
 
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_matches_plain_torch_reference(keep):
+@pytest.mark.parametrize("kind", BASES)
+def test_matches_plain_torch_reference(kind):
     U, S, Vh, X, Y = make_factors(D=40, K=30, r=16, rr=4)
     x = torch.randn(5, 7, 30, dtype=torch.float64, requires_grad=True)
-    base = torch.randn(5, 7, 40, dtype=torch.float64) if keep else None
-    y = op(x, U, S, Vh, X, Y, 1.3, base_out=base)
-    y_ref = reference(x, U, S, Vh, X, Y, 1.3, base_out=base)
+    kw = base_args(kind, (5, 7), D=40, K=30)
+    y = op(x, U, S, Vh, X, Y, 1.3, **kw)
+    y_ref = reference(x, U, S, Vh, X, Y, 1.3, **kw)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y)
     grads = torch.autograd.grad(y, (x, S, X, Y), dy)
@@ -104,20 +123,20 @@ def test_saves_only_h_as_activation():
     assert x.grad is not None
 
 
-@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("kind", BASES)
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
-def test_opcheck(keep, dtype):
+def test_opcheck(kind, dtype):
     dt = getattr(torch, dtype)
     U, S, Vh, X, Y = make_factors(dtype=dt)
     x = torch.randn(3, 4, 10, dtype=dt, requires_grad=True)
-    base = torch.randn(3, 4, 12, dtype=dt) if keep else None
-    bias = None if keep else torch.randn(12, dtype=dt)
-    torch.library.opcheck(torch.ops.svdlora.adapter_forward.default,
-                          (x, U, S, Vh, X, Y, 0.5, base, bias))
+    kw = {k: v.to(dt) for k, v in base_args(kind, (3, 4)).items()}
+    args = (x, U, S, Vh, X, Y, 0.5, kw.get("base_weight"), kw.get("bias"), kw.get("base_out"))
+    torch.library.opcheck(torch.ops.svdlora.adapter_forward.default, args)
     dy = torch.randn(3, 4, 12, dtype=dt)
     h = torch.randn(3, 4, 6, dtype=dt)
     torch.library.opcheck(torch.ops.svdlora.adapter_backward.default,
-                          (dy, h, U, S.detach(), Vh, X.detach(), Y.detach(), 0.5, True))
+                          (dy, h, U, S.detach(), Vh, X.detach(), Y.detach(), 0.5,
+                           kw.get("base_weight"), True))
 
 
 def test_torch_compile_fullgraph_forward_backward():
@@ -143,3 +162,10 @@ def test_bad_shapes_raise():
     with pytest.raises(RuntimeError, match="base_out"):
         op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
            base_out=torch.randn(3, 11, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="base_weight"):
+        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
+           base_weight=torch.randn(12, 9, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="not both"):
+        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
+           base_weight=torch.randn(12, 10, dtype=torch.float64),
+           base_out=torch.randn(3, 12, dtype=torch.float64))

@@ -236,3 +236,20 @@ def test_build_info_reports_install():
         assert key in info
     assert info["torch_version"] == torch.__version__
     assert info["compiled"] == HAS_COMPILED
+
+
+@needs_compiled
+def test_batched_with_rank_deficient_entries_uses_fallback_per_entry():
+    # entries 1 and 3 have rank 2 < sketch width: their CholeskyQR fails and only they are
+    # redone with Householder QR; every entry must still be exact and orthonormal
+    rng = np.random.default_rng(4)
+    mats = []
+    for i in range(4):
+        r = 2 if i % 2 else 30
+        mats.append(rng.standard_normal((40, r)) @ rng.standard_normal((r, 30)))
+    A = torch.from_numpy(np.stack(mats))
+    U, S, Vh = svdlora.rsvd(A, 6, seed=0, n_iter=2)
+    for i in range(4):
+        assert reconstruction_error(A[i], U[i], S[i], Vh[i]) <= 1.01 * optimal_error(A[i], 6) + 1e-9
+        assert orthonormality_defect(U[i]) < 1e-10 and orthonormality_defect(Vh[i].T) < 1e-10
+    assert float(S[1, 2]) < 1e-10 * float(S[1, 0])

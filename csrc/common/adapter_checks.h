@@ -32,4 +32,29 @@ inline void check_activation(const at::Tensor& t, int64_t last, const at::Tensor
   TORCH_CHECK(t.device() == U.device(), "svdlora adapter: ", name, " must be on ", U.device());
 }
 
+// The optional base of keep mode: a frozen weight W (D, K), or an output (..., D); and a bias (D).
+inline void check_base(const std::optional<at::Tensor>& base_weight,
+                       const std::optional<at::Tensor>& bias,
+                       const std::optional<at::Tensor>& base_out, const at::Tensor& x, int64_t D,
+                       int64_t K, const at::Tensor& U) {
+  if (base_weight.has_value()) {
+    TORCH_CHECK(base_weight->dim() == 2 && base_weight->size(0) == D && base_weight->size(1) == K,
+                "svdlora adapter: base_weight must have shape (", D, ", ", K, "), got ",
+                base_weight->sizes());
+    TORCH_CHECK(base_weight->device() == U.device(), "svdlora adapter: base_weight must be on ",
+                U.device());
+    TORCH_CHECK(!base_out.has_value(), "svdlora adapter: give base_weight or base_out, not both");
+  }
+  if (base_out.has_value()) {
+    check_activation(*base_out, D, U, "base_out");
+    TORCH_CHECK(base_out->sizes().slice(0, base_out->dim() - 1) == x.sizes().slice(0, x.dim() - 1),
+                "svdlora adapter: base_out must have shape (..., D) matching x");
+  }
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == D, "svdlora adapter: bias must have shape (",
+                D, ",), got ", bias->sizes());
+    TORCH_CHECK(bias->device() == U.device(), "svdlora adapter: bias must be on ", U.device());
+  }
+}
+
 }  // namespace svdlora

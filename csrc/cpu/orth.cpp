@@ -8,9 +8,7 @@
 #include <ATen/ops/linalg_solve_triangular.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/nonzero.h>
-#include <ATen/ops/where.h>
 
-#include <cmath>
 #include <limits>
 
 namespace svdlora::cpu {

@@ -46,20 +46,26 @@ at::Tensor fast_matmul(const at::Tensor& A, const at::Tensor& X) {
 
 }  // namespace
 
+template <typename F>
+void CenteredMatrix::for_each_upcast_block(F&& fn) const {
+  const int64_t M = A_.size(-2);
+  const int64_t step = block_rows();
+  for (int64_t i0 = 0; i0 < M; i0 += step) {
+    const int64_t len = std::min(step, M - i0);
+    fn(i0, len, A_.narrow(-2, i0, len).to(dtype_));
+  }
+}
+
 at::Tensor CenteredMatrix::dense_apply(const at::Tensor& X) const {
   if (A_.scalar_type() == dtype_) {
     return fast_matmul(A_, X);
   }
-  const int64_t M = A_.size(-2);
   std::vector<int64_t> shape(A_.sizes().begin(), A_.sizes().end());
   shape.back() = X.size(-1);
   at::Tensor out = at::empty(shape, X.options());
-  const int64_t step = block_rows();
-  for (int64_t i0 = 0; i0 < M; i0 += step) {
-    const int64_t len = std::min(step, M - i0);
-    at::Tensor block = A_.narrow(-2, i0, len).to(dtype_);
+  for_each_upcast_block([&](int64_t i0, int64_t len, const at::Tensor& block) {
     out.narrow(-2, i0, len).copy_(at::matmul(block, X));
-  }
+  });
   return out;
 }
 
@@ -67,17 +73,13 @@ at::Tensor CenteredMatrix::dense_apply_t(const at::Tensor& Y) const {
   if (A_.scalar_type() == dtype_) {
     return fast_matmul(A_.mT(), Y);
   }
-  const int64_t M = A_.size(-2);
   std::vector<int64_t> shape(A_.sizes().begin(), A_.sizes().end());
   shape[shape.size() - 2] = A_.size(-1);
   shape.back() = Y.size(-1);
   at::Tensor out = at::zeros(shape, Y.options());
-  const int64_t step = block_rows();
-  for (int64_t i0 = 0; i0 < M; i0 += step) {
-    const int64_t len = std::min(step, M - i0);
-    at::Tensor block = A_.narrow(-2, i0, len).to(dtype_);
+  for_each_upcast_block([&](int64_t i0, int64_t len, const at::Tensor& block) {
     out.add_(at::matmul(block.mT(), Y.narrow(-2, i0, len)));
-  }
+  });
   return out;
 }
 
@@ -104,12 +106,9 @@ at::Tensor CenteredMatrix::apply_t(const at::Tensor& Y) const {
 double CenteredMatrix::squared_frobenius() const {
   // ||A - a b^T||^2 = ||A||^2 - 2 a^T A b + ||a||^2 ||b||^2, summed in float64 block by block.
   double total = 0.0;
-  const int64_t M = A_.size(-2);
-  const int64_t step = block_rows();
-  for (int64_t i0 = 0; i0 < M; i0 += step) {
-    const int64_t len = std::min(step, M - i0);
-    total += A_.narrow(-2, i0, len).to(at::kDouble).square().sum().item<double>();
-  }
+  for_each_upcast_block([&](int64_t, int64_t, const at::Tensor& block) {
+    total += block.to(at::kDouble).square().sum().item<double>();
+  });
   if (left_.has_value()) {
     at::Tensor a = left_->to(at::kDouble), b = right_->to(at::kDouble);
     at::Tensor Ab = dense_apply(right_->unsqueeze(-1)).to(at::kDouble).squeeze(-1);

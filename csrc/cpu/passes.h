@@ -26,6 +26,9 @@ class CenteredMatrix {
   at::Tensor dense_apply(const at::Tensor& X) const;
   at::Tensor dense_apply_t(const at::Tensor& Y) const;
   int64_t block_rows() const;
+  // Calls fn(first_row, rows, block) over row blocks of A up-cast to the compute dtype.
+  template <typename F>
+  void for_each_upcast_block(F&& fn) const;
 
   at::Tensor A_;
   std::optional<at::Tensor> left_, right_;

@@ -13,47 +13,48 @@ __all__ = ["svd_lora_linear"]
 
 
 @torch.library.register_fake("svdlora::adapter_forward")
-def _forward_fake(x, U, S, Vh, X, Y, scale, base_out, bias):
+def _forward_fake(x, U, S, Vh, X, Y, scale, base_weight, bias, base_out):
     return x.new_empty((*x.shape[:-1], U.shape[0])), x.new_empty((*x.shape[:-1], S.shape[0]))
 
 
 @torch.library.register_fake("svdlora::adapter_backward")
-def _backward_fake(dy, h, U, S, Vh, X, Y, scale, need_dx):
+def _backward_fake(dy, h, U, S, Vh, X, Y, scale, base_weight, need_dx):
     dx = dy.new_empty((*dy.shape[:-1], Vh.shape[1])) if need_dx else dy.new_empty((0,))
     return dx, S.new_empty(S.shape), X.new_empty(X.shape), Y.new_empty(Y.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    x, U, S, Vh, X, Y, scale, base_out, bias = inputs
+    x, U, S, Vh, X, Y, scale, base_weight, bias, base_out = inputs
     _, h = output
-    # h = x Vh^T (N x r) is the only activation kept: U, S, Vh, X, Y are parameters/buffers.
-    ctx.save_for_backward(h, U, S, Vh, X, Y)
+    # h = x Vh^T (N x r) is the only activation kept: the rest are parameters/buffers.
+    ctx.save_for_backward(h, U, S, Vh, X, Y, base_weight)
     ctx.scale = scale
     ctx.mark_non_differentiable(h)
 
 
 def _backward(ctx, dy, _dh):
-    h, U, S, Vh, X, Y = ctx.saved_tensors
+    h, U, S, Vh, X, Y, base_weight = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    if needs[1] or needs[3]:
-        raise RuntimeError("svdlora adapter: U and Vh are frozen; gradients for them are not "
-                           "implemented (set requires_grad=False)")
+    if needs[1] or needs[3] or needs[7]:
+        raise RuntimeError("svdlora adapter: U, Vh and the base weight are frozen; gradients for "
+                           "them are not implemented (set requires_grad=False)")
     dx, dS, dX, dY = torch.ops.svdlora.adapter_backward(dy.contiguous(), h, U, S, Vh, X, Y,
-                                                        ctx.scale, bool(needs[0]))
-    dbase = dy if needs[7] else None
+                                                        ctx.scale, base_weight, bool(needs[0]))
     dbias = dy.reshape(-1, dy.shape[-1]).sum(0) if needs[8] else None
+    dbase = dy if needs[9] else None
     return (dx if needs[0] else None, None, dS if needs[2] else None, None,
-            dX if needs[4] else None, dY if needs[5] else None, None, dbase, dbias)
+            dX if needs[4] else None, dY if needs[5] else None, None, None, dbias, dbase)
 
 
 torch.library.register_autograd("svdlora::adapter_forward", _backward, setup_context=_setup_context)
 
 
 def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
-                    X: torch.Tensor, Y: torch.Tensor, scale: float,
-                    base_out: Optional[torch.Tensor] = None,
-                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Fused SVD-LoRA map ``y = [base_out +] x (U (diag(S) + scale X Y) Vh)^T [+ bias]``.
+                    X: torch.Tensor, Y: torch.Tensor, scale: float, *,
+                    base_weight: Optional[torch.Tensor] = None,
+                    bias: Optional[torch.Tensor] = None,
+                    base_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Fused SVD-LoRA map ``y = x Wᵀ + base_out + bias + x (U (diag(S) + scale X Y) Vh)ᵀ``.
 
     Parameters
     ----------
@@ -69,10 +70,14 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
         Trainable inner low-rank core.
     scale : float
         Multiplier of ``X @ Y`` (``alpha / r'`` or ``alpha / sqrt(r')``).
-    base_out : Tensor, shape (..., D), optional
-        Output of the frozen base layer (keep mode); the low-rank term is accumulated into it.
+    base_weight : Tensor, shape (D, K), optional
+        Frozen base weight (keep mode with a plain linear base): the low-rank term is
+        accumulated into ``x Wᵀ`` in place, and ``dx`` into ``dy W``.
     bias : Tensor, shape (D,), optional
-        Bias added to the result.
+        Bias, folded into the low-rank GEMM.
+    base_out : Tensor, shape (..., D), optional
+        Output of a base layer that is not a plain linear map (keep mode); the low-rank term
+        is accumulated into it.  Exclusive with ``base_weight``.
 
     Returns
     -------
@@ -85,5 +90,6 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
     (DESIGN.md section 1).  Only ``h`` (N x r values) is saved for backward.  GEMMs on
     bfloat16 accumulate in float32 and the core and parameter gradients are formed in float32.
     """
-    y, _ = torch.ops.svdlora.adapter_forward(x, U, S, Vh, X, Y, float(scale), base_out, bias)
+    y, _ = torch.ops.svdlora.adapter_forward(x, U, S, Vh, X, Y, float(scale), base_weight, bias,
+                                             base_out)
     return y

@@ -204,12 +204,17 @@ class SVDLoRALinear(nn.Module):
         return self.U @ self.core() @ self.Vh
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.base_layer is not None:
-            base = self.base_layer(x)
-            return _adapter_ops.svd_lora_linear(x, self.U, self.S - self.S0, self.Vh, self.X,
-                                                self.Y, self.scale, base_out=base)
-        return _adapter_ops.svd_lora_linear(x, self.U, self.S, self.Vh, self.X, self.Y,
-                                            self.scale, bias=self._drop_bias)
+        base = self.base_layer
+        if base is None:
+            return _adapter_ops.svd_lora_linear(x, self.U, self.S, self.Vh, self.X, self.Y,
+                                                self.scale, bias=self._drop_bias)
+        S = self.S - self.S0
+        if type(base) is nn.Linear:  # plain weight: let the op accumulate into x W^T itself
+            return _adapter_ops.svd_lora_linear(x, self.U, S, self.Vh, self.X, self.Y, self.scale,
+                                                base_weight=base.weight, bias=base.bias)
+        # any other base (quantized, subclassed): use its output and add into it
+        return _adapter_ops.svd_lora_linear(x, self.U, S, self.Vh, self.X, self.Y, self.scale,
+                                            base_out=base(x))
 
     def extra_repr(self) -> str:
         mode = "keep" if self.residual else "drop"
