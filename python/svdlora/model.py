@@ -108,8 +108,11 @@ def convert(model: nn.Module, rank: Optional[int] = None, inner_rank: int = 8, *
     targets = find_targets(model, target_modules)
     for name, lin in targets:  # validate everything before touching the model
         cap = rank if rank is not None else min(lin.in_features, lin.out_features)
-        _check_ranks(cap, min(inner_rank, cap) if energy is not None else inner_rank,
-                     lin.in_features, lin.out_features)
+        try:
+            _check_ranks(cap, min(inner_rank, cap) if energy is not None else inner_rank,
+                         lin.in_features, lin.out_features)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layer {name!r} ({lin.in_features}->{lin.out_features}): {exc}") from None
     chosen: Dict[str, int] = {}
     for name, lin in _progress(targets, progress):
         cap = rank if rank is not None else min(lin.in_features, lin.out_features)

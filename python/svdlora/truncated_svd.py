@@ -50,7 +50,8 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     n_iter : int or None, default None
         Power (subspace) iterations ``q``.  None picks 2 for ``rank <= 16``, 3 up to 64 and
         one more per doubling of ``rank`` beyond (4 up to 128, 5 up to 256), or 0 when the
-        whole short side is sketched (see Notes).
+        whole short side is sketched (see Notes).  With ``tol`` the same rule is applied to
+        the block width instead of ``rank``.
     tol : float in (0, 1) or None
         Adaptive rank (2-D input only): return the smallest rank ``<= rank`` whose relative
         Frobenius error ``||A - U S Vh||_F / ||A||_F`` is ``<= tol``.  A
@@ -60,7 +61,7 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         Seed of the Gaussian test matrix.  The same seed, input and machine give identical
         results.  None draws fresh OS entropy.
     block_size : int or None
-        Block width of the adaptive (``tol``) scheme; default ``max(16, ceil(l / 4))``.
+        Block width of the adaptive (``tol``) scheme; default ``min(64, max(16, ceil(l / 8)))``.
     backend : {"auto", "compiled", "numpy"}
         "auto" uses the compiled op for dense inputs when the compiled core is available and
         the numpy implementation otherwise.
@@ -198,8 +199,15 @@ def _factorize(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[i
         # adaptive mode, whose blocks only reach the full width if tol demands it.
         sketch = short
     exact = tol is None and sketch == short
-    q = default_n_iter(rank, exact_range=exact) if n_iter is None else n_iter
-    block = block_size or min(sketch, max(16, -(-sketch // 4)))
+    block = block_size or min(sketch, 64, max(16, -(-sketch // 8)))
+    if n_iter is not None:
+        q = n_iter
+    elif tol is None:
+        q = default_n_iter(rank, exact_range=exact)
+    else:
+        # Adaptive mode: each block is a small sketch of what is left of A, so iterate as for
+        # a fixed rank equal to the block width (rank only caps the total).
+        q = default_n_iter(block, exact_range=False)
     if _use_compiled(info, backend):
         U, S, Vh, mean, err = _factorize_compiled(info, rank, sketch, q, tol, seed, block, center,
                                                   exact)
