@@ -220,6 +220,22 @@ def test_peft_export_reproduces_outputs(tmp_path):
     torch.testing.assert_close(peft_model(x), y, rtol=1e-10, atol=1e-10)
 
 
+def test_peft_export_with_per_layer_ranks(tmp_path):
+    # energy picks a different rank per layer: PEFT needs rank_pattern/alpha_pattern
+    peft = pytest.importorskip("peft")
+    model, base = mlp(), mlp()
+    svdlora.convert(model, energy=0.8, inner_rank=2, progress=False)
+    ranks = {model[i].rank for i in (0, 2, 4)}
+    assert len(ranks) > 1
+    with torch.no_grad():
+        for i in (0, 2, 4):
+            model[i].Y.normal_()
+    x = torch.randn(6, 20, dtype=torch.float64)
+    svdlora.export_peft(model, tmp_path / "peft")
+    peft_model = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft"))
+    torch.testing.assert_close(peft_model(x), model(x), rtol=1e-10, atol=1e-10)
+
+
 def test_peft_export_rejects_drop_mode(tmp_path):
     model = mlp()
     svdlora.convert(model, rank=5, inner_rank=2, residual=False, progress=False)
@@ -252,3 +268,22 @@ def test_from_linear_bad_inputs():
         svdlora.SVDLoRALinear.from_linear(nn.Conv1d(3, 3, 1), 2, 1)
     with pytest.raises(ValueError, match="inner_rank"):
         svdlora.SVDLoRALinear.from_linear(nn.Linear(8, 8), 2, 3)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_bfloat16_module_trains_and_tracks_float32(residual):
+    torch.manual_seed(0)
+    lin32 = nn.Linear(64, 48)
+    lin16 = nn.Linear(64, 48).to(torch.bfloat16)
+    with torch.no_grad():
+        lin16.weight.copy_(lin32.weight)
+        lin16.bias.copy_(lin32.bias)
+    l32 = svdlora.SVDLoRALinear.from_linear(lin32, 16, 4, residual=residual, svd="exact")
+    l16 = svdlora.SVDLoRALinear.from_linear(lin16, 16, 4, residual=residual, svd="exact")
+    assert l16.U.dtype == l16.S.dtype == torch.bfloat16
+    x = torch.randn(10, 64)
+    y16 = l16(x.to(torch.bfloat16))
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), l32(x), rtol=0.05, atol=0.05)
+    y16.float().square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in (l16.S, l16.X, l16.Y))
