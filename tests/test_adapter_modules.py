@@ -52,12 +52,6 @@ def test_module_gradcheck(inner_rank, residual):
         layer.Y.normal_()
         layer.S.add_(0.1)
     x = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
-
-    def f(x, S, X, Y):
-        layer.S, layer.X, layer.Y = (nn.Parameter(t) if not isinstance(t, nn.Parameter) else t
-                                     for t in (S, X, Y))
-        return layer(x)
-
     params = (layer.S.detach().clone().requires_grad_(), layer.X.detach().clone().requires_grad_(),
               layer.Y.detach().clone().requires_grad_())
     assert torch.autograd.gradcheck(lambda x, S, X, Y: svdlora.svd_lora_linear(
@@ -280,10 +274,73 @@ def test_bfloat16_module_trains_and_tracks_float32(residual):
         lin16.bias.copy_(lin32.bias)
     l32 = svdlora.SVDLoRALinear.from_linear(lin32, 16, 4, residual=residual, svd="exact")
     l16 = svdlora.SVDLoRALinear.from_linear(lin16, 16, 4, residual=residual, svd="exact")
-    assert l16.U.dtype == l16.S.dtype == torch.bfloat16
+    # big factors in the layer's dtype, the small trainable ones in float32 (a bf16 S near
+    # its singular values could not absorb optimiser steps of 1e-3)
+    assert l16.U.dtype == l16.Vh.dtype == torch.bfloat16
+    assert l16.S.dtype == l16.X.dtype == l16.Y.dtype == l16.S0.dtype == torch.float32
     x = torch.randn(10, 64)
     y16 = l16(x.to(torch.bfloat16))
     assert y16.dtype == torch.bfloat16
     torch.testing.assert_close(y16.float(), l32(x), rtol=0.05, atol=0.05)
     y16.float().square().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in (l16.S, l16.X, l16.Y))
+    S_before = l16.S.detach().clone()
+    torch.optim.Adam([l16.S, l16.X, l16.Y], lr=1e-3).step()
+    assert (l16.S.detach() - S_before).abs().min() > 5e-4  # every singular value moved
+    merged = svdlora.merge(nn.Sequential(l16))[0]
+    assert merged.weight.dtype == torch.bfloat16
+
+
+def test_convert_twice_does_not_wrap_base_layers():
+    model = mlp()
+    svdlora.convert(model, rank=4, inner_rank=2, progress=False)
+    with pytest.raises(ValueError, match="matched no"):  # only adapters' base layers are left
+        svdlora.convert(model, rank=4, inner_rank=2, progress=False)
+    assert all(type(model[i].base_layer) is nn.Linear for i in (0, 2, 4))
+    svdlora.merge(model)
+    assert all(type(model[i]) is nn.Linear for i in (0, 2, 4))
+
+
+def test_convert_rejects_non_finite_weights_before_touching_the_model():
+    model = mlp()
+    with torch.no_grad():
+        model[4].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="'4'.*finite"):
+        svdlora.convert(model, rank=4, inner_rank=2, progress=False)
+    assert all(type(model[i]) is nn.Linear for i in (0, 2, 4))
+
+
+def test_load_checks_scale_settings_values_and_config(tmp_path):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    other = mlp()
+    svdlora.convert(other, rank=5, inner_rank=2, alpha=8.0, progress=False)
+    with pytest.raises(ValueError, match="alpha"):
+        svdlora.load_adapter(other, tmp_path / "ad")
+    # a config key missing for a later layer: nothing may be converted before the error
+    cfg_path = tmp_path / "ad" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["layers"]["4"]["alpha"]
+    cfg_path.write_text(json.dumps(cfg))
+    fresh = mlp()
+    with pytest.raises(ValueError, match="malformed"):
+        svdlora.load_adapter(fresh, tmp_path / "ad")
+    assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+    # NaN in a saved tensor
+    svdlora.save_adapter(model, tmp_path / "nan")
+    st = pytest.importorskip("safetensors.torch")
+    tensors = st.load_file(str(tmp_path / "nan" / "adapter.safetensors"))
+    tensors["2.S"][0] = float("nan")
+    st.save_file(tensors, str(tmp_path / "nan" / "adapter.safetensors"))
+    fresh = mlp()
+    with pytest.raises(ValueError, match="finite"):
+        svdlora.load_adapter(fresh, tmp_path / "nan")
+    assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+
+
+def test_from_factors_checks_shapes():
+    lin = nn.Linear(8, 6)
+    U, S, Vh = torch.randn(6, 1), torch.ones(3), torch.randn(3, 8)
+    with pytest.raises(ValueError, match="U must have shape"):
+        svdlora.SVDLoRALinear.from_factors(lin, U, S, Vh, 2)

@@ -153,19 +153,35 @@ def test_torch_compile_fullgraph_forward_backward():
         torch.testing.assert_close(a, b)
 
 
-def test_bad_shapes_raise():
+def test_bad_inputs_raise_value_or_type_errors():
+    U, S, Vh, X, Y = make_factors()
+    x = torch.randn(3, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x must have shape"):
+        op(torch.randn(3, 9, dtype=torch.float64), U, S, Vh, X, Y, 1.0)
+    with pytest.raises(ValueError, match="inconsistent ranks"):
+        op(x, U, S, Vh, X[:, :2], Y, 1.0)
+    with pytest.raises(ValueError, match="base_out"):
+        op(x, U, S, Vh, X, Y, 1.0, base_out=torch.randn(3, 11, dtype=torch.float64))
+    with pytest.raises(ValueError, match="base_weight"):
+        op(x, U, S, Vh, X, Y, 1.0, base_weight=torch.randn(12, 9, dtype=torch.float64))
+    with pytest.raises(ValueError, match="not both"):
+        op(x, U, S, Vh, X, Y, 1.0, base_weight=torch.randn(12, 10, dtype=torch.float64),
+           base_out=torch.randn(3, 12, dtype=torch.float64))
+    with pytest.raises(TypeError, match="x must be a floating"):
+        op(torch.ones(3, 10, dtype=torch.int64), U, S, Vh, X, Y, 1.0)
+    with pytest.raises(TypeError, match="U must be a torch.Tensor"):
+        op(x, U.numpy(), S, Vh, X, Y, 1.0)
+    with pytest.raises(TypeError, match="scale"):
+        op(x, U, S, Vh, X, Y, "big")
+    with pytest.raises(ValueError, match="on meta"):
+        op(x.to("meta"), U, S, Vh, X, Y, 1.0)
+
+
+def test_direct_op_calls_are_checked_in_cpp_too():
     U, S, Vh, X, Y = make_factors()
     with pytest.raises(RuntimeError, match="x must have shape"):
-        op(torch.randn(3, 9, dtype=torch.float64), U, S, Vh, X, Y, 1.0)
+        torch.ops.svdlora.adapter_forward(torch.randn(3, 9, dtype=torch.float64), U, S, Vh, X, Y,
+                                          1.0, None, None, None)
     with pytest.raises(RuntimeError, match="inconsistent ranks"):
-        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X[:, :2], Y, 1.0)
-    with pytest.raises(RuntimeError, match="base_out"):
-        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
-           base_out=torch.randn(3, 11, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="base_weight"):
-        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
-           base_weight=torch.randn(12, 9, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="not both"):
-        op(torch.randn(3, 10, dtype=torch.float64), U, S, Vh, X, Y, 1.0,
-           base_weight=torch.randn(12, 10, dtype=torch.float64),
-           base_out=torch.randn(3, 12, dtype=torch.float64))
+        torch.ops.svdlora.adapter_forward(torch.randn(3, 10, dtype=torch.float64), U, S, Vh,
+                                          X[:, :2], Y, 1.0, None, None, None)

@@ -112,7 +112,7 @@ def test_operator_with_bad_shape():
         svdlora.rsvd(Op(), 1)
 
 
-def test_sparse_non_finite_and_batched_operator():
+def test_sparse_non_finite():
     sp = pytest.importorskip("scipy.sparse")
     M = sp.csr_matrix(np.eye(5))
     M.data[0] = np.nan
@@ -139,6 +139,14 @@ def test_torch_non_finite_and_empty():
         svdlora.rsvd(half, 1)
     with pytest.raises(ValueError, match="empty"):
         svdlora.rsvd(torch.ones(3, 0, 4), 1)
+
+
+@needs_torch
+def test_tensor_on_a_device_without_kernels():
+    if svdlora.build_info()["cuda"]:
+        pytest.skip("this build has CUDA kernels")
+    with pytest.raises(ValueError, match="A is on meta"):
+        svdlora.rsvd(torch.ones(5, 4, device="meta"), 1)
 
 
 @needs_compiled

@@ -253,3 +253,37 @@ def test_batched_with_rank_deficient_entries_uses_fallback_per_entry():
         assert reconstruction_error(A[i], U[i], S[i], Vh[i]) <= 1.01 * optimal_error(A[i], 6) + 1e-9
         assert orthonormality_defect(U[i]) < 1e-10 and orthonormality_defect(Vh[i].T) < 1e-10
     assert float(S[1, 2]) < 1e-10 * float(S[1, 0])
+
+
+@pytest.mark.parametrize("backend", ["compiled", "numpy"] if HAS_COMPILED else ["numpy"])
+@pytest.mark.parametrize("scale", [0.0, 1e-170])
+def test_zero_and_tiny_matrices(backend, scale):
+    A = scale * np.random.default_rng(0).standard_normal((50, 40))
+    U, S, Vh = svdlora.rsvd(A, 5, seed=0, backend=backend)
+    assert np.isfinite(U).all() and np.isfinite(S).all()
+    assert orthonormality_defect(U) < 1e-10
+    U, S, Vh = svdlora.rsvd(A, 5, tol=0.1, seed=0, backend=backend)
+    assert S.shape[0] >= 1 and np.isfinite(S).all() and orthonormality_defect(U) < 1e-10
+    if scale == 0.0:
+        assert S.shape == (1,) and S[0] == 0.0
+
+
+@pytest.mark.parametrize("backend", ["compiled", "numpy"] if HAS_COMPILED else ["numpy"])
+def test_pca_on_wide_data_centres_through_the_transpose(backend):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((30, 200)) @ np.diag(0.9 ** np.arange(200)) + rng.uniform(-4, 4, 200)
+    U, S, Vh, mean = svdlora.pca(X, 5, seed=0, backend=backend)
+    Xc = X - X.mean(axis=0)
+    np.testing.assert_allclose(mean, X.mean(axis=0), rtol=1e-12)
+    assert reconstruction_error(Xc, U, S, Vh) <= 1.01 * optimal_error(Xc, 5)
+
+
+def test_scipy_sparse_with_duplicate_entries_in_tol_mode():
+    rows = np.array([0, 0, 1, 2, 3, 3])
+    cols = np.array([0, 0, 1, 2, 3, 3])  # (0,0) and (3,3) are stored twice and add up
+    A = sp.coo_matrix((np.ones(6), (rows, cols)), shape=(20, 10))
+    dense = A.toarray()
+    U, S, Vh = svdlora.rsvd(A, 4, tol=0.05, seed=0)
+    err = reconstruction_error(dense, U, S, Vh) / np.linalg.norm(dense)
+    assert err <= 0.05
+    np.testing.assert_allclose(np.sort(S)[::-1][:2], [2.0, 2.0], rtol=1e-10)

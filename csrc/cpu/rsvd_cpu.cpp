@@ -99,7 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_cpu(
     at::Tensor Z = op.apply_t(Y);
     return Q.size(1) ? Z - at::matmul(Bt, at::matmul(Q.mT(), Y)) : Z;
   };
-  for (int64_t start = 0; start < L && remaining > threshold; start += block_size) {
+  // The first block always runs, so even an all-zero A yields a (rank-1, zero) factorisation.
+  for (int64_t start = 0; start < L && (start == 0 || remaining > threshold); start += block_size) {
     const int64_t b = std::min(block_size, L - start);
     at::Tensor Qi = orth(residual_apply(omega.narrow(1, start, b)));
     for (int64_t i = 0; i < n_iter; ++i) {

@@ -5,9 +5,12 @@ Imported only when the compiled core loaded.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
+
+from ._validation import check_device
 
 __all__ = ["svd_lora_linear"]
 
@@ -83,6 +86,14 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
     -------
     Tensor, shape (..., D), dtype of ``x``.
 
+    Raises
+    ------
+    TypeError
+        A non-tensor or non-floating argument, a non-numeric ``scale``.
+    ValueError
+        Inconsistent shapes, a tensor on another device (or on one this build has no
+        kernels for), both ``base_weight`` and ``base_out``.
+
     Notes
     -----
     Forward ``h = x Vhᵀ``, ``y = h (U C)ᵀ``; backward ``g = dy U``, ``dC = gᵀ h``,
@@ -90,6 +101,44 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
     (DESIGN.md section 1).  Only ``h`` (N x r values) is saved for backward.  GEMMs on
     bfloat16 accumulate in float32 and the core and parameter gradients are formed in float32.
     """
+    _check_inputs(x, U, S, Vh, X, Y, scale, base_weight, bias, base_out)
     y, _ = torch.ops.svdlora.adapter_forward(x, U, S, Vh, X, Y, float(scale), base_weight, bias,
                                              base_out)
     return y
+
+
+def _check_inputs(x, U, S, Vh, X, Y, scale, base_weight, bias, base_out) -> None:
+    """DESIGN.md section 7: shapes, dtypes and devices, before any compiled code runs.
+    (Activations are not scanned for NaN/Inf: that would be a full extra pass per call.)"""
+    named = {"x": x, "U": U, "S": S, "Vh": Vh, "X": X, "Y": Y, "base_weight": base_weight,
+             "bias": bias, "base_out": base_out}
+    for name, t in named.items():
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+        check_device(t, name)
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise TypeError(f"scale must be a finite float, got {scale!r}")
+    if U.dim() != 2 or Vh.dim() != 2 or S.dim() != 1 or X.dim() != 2 or Y.dim() != 2:
+        raise ValueError("expected U (D, r), S (r,), Vh (r, K), X (r, r'), Y (r', r); got "
+                         f"U {tuple(U.shape)}, S {tuple(S.shape)}, Vh {tuple(Vh.shape)}, "
+                         f"X {tuple(X.shape)}, Y {tuple(Y.shape)}")
+    (D, r), K = U.shape, Vh.shape[1]
+    if Vh.shape[0] != r or S.shape[0] != r or X.shape[0] != r or Y.shape[1] != r or X.shape[1] != Y.shape[0]:
+        raise ValueError(f"inconsistent ranks: U {tuple(U.shape)}, S {tuple(S.shape)}, "
+                         f"Vh {tuple(Vh.shape)}, X {tuple(X.shape)}, Y {tuple(Y.shape)}")
+    if x.dim() < 1 or x.shape[-1] != K or x.numel() == 0:
+        raise ValueError(f"x must have shape (..., {K}) and be non-empty, got {tuple(x.shape)}")
+    if base_weight is not None and tuple(base_weight.shape) != (D, K):
+        raise ValueError(f"base_weight must have shape ({D}, {K}), got {tuple(base_weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (D,):
+        raise ValueError(f"bias must have shape ({D},), got {tuple(bias.shape)}")
+    if base_out is not None and tuple(base_out.shape) != (*x.shape[:-1], D):
+        raise ValueError(f"base_out must have shape {(*x.shape[:-1], D)}, got {tuple(base_out.shape)}")
+    if base_weight is not None and base_out is not None:
+        raise ValueError("give base_weight or base_out, not both")

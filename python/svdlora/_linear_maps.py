@@ -117,7 +117,9 @@ def squared_frobenius(info: MatrixInput, op: LinearMap, mean: Optional[np.ndarra
     if info.kind == DENSE_NUMPY:
         total = float(np.sum(np.square(A, dtype=np.float64)))
     elif info.kind == SPARSE_SCIPY:
-        total = float(np.sum(np.square(A.tocsr().data, dtype=np.float64)))
+        csr = A.tocsr(copy=True)
+        csr.sum_duplicates()  # duplicate entries add up; squaring them separately would not
+        total = float(np.sum(np.square(csr.data, dtype=np.float64)))
     elif info.kind == SPARSE_TORCH:
         vals = A.detach().cpu().to_sparse_coo().coalesce().values()
         total = float(vals.double().square().sum())

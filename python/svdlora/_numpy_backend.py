@@ -72,7 +72,7 @@ def rsvd_adaptive(op: LinearMap, max_rank: int, omega: np.ndarray, n_iter: int, 
 
     L = omega.shape[1]
     for start in range(0, L, block_size):
-        if remaining <= threshold:
+        if start > 0 and remaining <= threshold:  # the first block always runs (zero A)
             break
         Qi = _orth(resid(omega[:, start:start + block_size]))
         for _ in range(n_iter):

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional, Tuple
 
 import numpy as np
 
-from ._extension import torch
+from ._extension import compiled, torch
 
 try:  # scipy is optional: only needed to recognise scipy.sparse inputs
     import scipy.sparse as _scipy_sparse
@@ -69,6 +69,7 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = True) -> Matrix
         info = MatrixInput(DENSE_TORCH, A, tuple(A.shape))
         _check_shape(info, name, allow_batch=allow_batch)
         _check_torch_dtype(A, name)
+        check_device(A, name)
         _check_finite_torch(A, name)
         return info
     if isinstance(A, np.ndarray):
@@ -129,6 +130,18 @@ def _check_finite_torch(A: Any, name: str) -> None:
     total = A.sum(dtype=torch.float32) if A.dtype == torch.float16 else A.sum()
     if not bool(torch.isfinite(total)) and not bool(torch.isfinite(A).all()):
         raise ValueError(f"{name} contains NaN or Inf; expected only finite values")
+
+
+def check_device(t: Any, name: str) -> None:
+    """Tensors must live where this build has kernels: the CPU, or CUDA when built with it."""
+    kind = t.device.type
+    if kind == "cpu":
+        return
+    if kind == "cuda" and compiled is not None and compiled.build_info()["cuda"]:
+        return
+    raise ValueError(f"{name} is on {t.device}, but this svdlora build has kernels for the CPU "
+                     "only (build_info()['cuda'] is False); move it to the CPU or rebuild with "
+                     "SVDLORA_CUDA=ON")
 
 
 def check_int(value: Any, name: str, *, minimum: int, maximum: Optional[int] = None) -> int:

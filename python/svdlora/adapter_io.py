@@ -139,42 +139,65 @@ def load_adapter(model: nn.Module, path: str) -> nn.Module:
     except Exception as exc:  # safetensors raises its own error types on corrupt files
         raise ValueError(f"{os.path.join(path, ADAPTER_FILE)}: unreadable safetensors file ({exc})") from None
     modules = dict(model.named_modules())
+    # Phase 1: validate everything and build every new layer; the model is not touched yet.
     plan = []
     for name, spec in config["layers"].items():
-        module = modules.get(name)
-        if not isinstance(module, (nn.Linear, SVDLoRALinear)):
-            raise ValueError(f"adapter layer {name!r} not found as an nn.Linear in the model "
-                             "(wrong architecture?)")
-        if (module.in_features, module.out_features) != (spec["in_features"], spec["out_features"]):
-            raise ValueError(f"layer {name!r}: model has {module.in_features}->{module.out_features}, "
-                             f"adapter expects {spec['in_features']}->{spec['out_features']}")
-        r, rr, D, K = spec["rank"], spec["inner_rank"], spec["out_features"], spec["in_features"]
-        expected = {"U": (D, r), "Vh": (r, K), "S0": (r,), "S": (r,), "X": (r, rr), "Y": (rr, r)}
-        for t, shape in expected.items():
-            key = f"{name}.{t}"
-            if key not in tensors:
-                raise ValueError(f"adapter file lacks tensor {key!r}")
-            if tuple(tensors[key].shape) != shape:
-                raise ValueError(f"tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {shape}")
-        if isinstance(module, SVDLoRALinear) and (module.rank, module.inner_rank, module.residual) != \
-                (r, rr, spec["residual"]):
-            raise ValueError(f"layer {name!r} is already converted with a different rank/mode")
-        plan.append((name, module, spec))
-    for name, module, spec in plan:
-        if isinstance(module, nn.Linear) and not isinstance(module, SVDLoRALinear):
-            layer = SVDLoRALinear.from_factors(
-                module, tensors[f"{name}.U"], tensors[f"{name}.S0"], tensors[f"{name}.Vh"],
-                spec["inner_rank"], alpha=spec["alpha"], rank_stabilized=spec["rank_stabilized"],
-                residual=spec["residual"])
-            _set_submodule(model, name, layer)
-            module = layer
+        plan.append((name, _prepare_layer(name, spec, modules.get(name), tensors)))
+    # Phase 2: nothing below can fail on bad input.
+    for name, (module, new_layer) in plan:
+        target = module
+        if new_layer is not None:
+            _set_submodule(model, name, new_layer)
+            target = new_layer
         with torch.no_grad():
             for t in TENSORS:
-                getattr(module, t).copy_(tensors[f"{name}.{t}"])
+                getattr(target, t).copy_(tensors[f"{name}.{t}"])
     for pname, p in model.named_parameters():
         owner = model.get_submodule(pname.rpartition(".")[0]) if "." in pname else model
         p.requires_grad_(isinstance(owner, SVDLoRALinear) and pname.rsplit(".", 1)[-1] in ("S", "X", "Y"))
     return model
+
+
+_SPEC_KEYS = {"in_features": int, "out_features": int, "rank": int, "inner_rank": int,
+              "alpha": (int, float), "rank_stabilized": bool, "residual": bool}
+
+
+def _prepare_layer(name: str, spec: Any, module: Any, tensors: Dict[str, torch.Tensor]):
+    """Check one saved layer against the model; return (module, new SVDLoRALinear or None)."""
+    if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) or isinstance(spec.get(k), bool) != (t is bool)
+                                         for k, t in _SPEC_KEYS.items()):
+        raise ValueError(f"adapter config for layer {name!r} is malformed (needs {sorted(_SPEC_KEYS)})")
+    if not isinstance(module, (nn.Linear, SVDLoRALinear)):
+        raise ValueError(f"adapter layer {name!r} not found as an nn.Linear in the model "
+                         "(wrong architecture?)")
+    if (module.in_features, module.out_features) != (spec["in_features"], spec["out_features"]):
+        raise ValueError(f"layer {name!r}: model has {module.in_features}->{module.out_features}, "
+                         f"adapter expects {spec['in_features']}->{spec['out_features']}")
+    r, rr, D, K = spec["rank"], spec["inner_rank"], spec["out_features"], spec["in_features"]
+    expected = {"U": (D, r), "Vh": (r, K), "S0": (r,), "S": (r,), "X": (r, rr), "Y": (rr, r)}
+    for t, shape in expected.items():
+        key = f"{name}.{t}"
+        if key not in tensors:
+            raise ValueError(f"adapter file lacks tensor {key!r}")
+        value = tensors[key]
+        if tuple(value.shape) != shape:
+            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {shape}")
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise ValueError(f"tensor {key!r} must be floating and finite")
+    settings = (r, rr, spec["residual"], float(spec["alpha"]), spec["rank_stabilized"])
+    if isinstance(module, SVDLoRALinear):
+        have = (module.rank, module.inner_rank, module.residual, module.alpha, module.rank_stabilized)
+        if have != settings:
+            raise ValueError(f"layer {name!r} is already converted with (rank, inner_rank, residual, "
+                             f"alpha, rank_stabilized) = {have}, the adapter has {settings}")
+        return module, None
+    try:
+        new_layer = SVDLoRALinear.from_factors(
+            module, tensors[f"{name}.U"], tensors[f"{name}.S0"], tensors[f"{name}.Vh"], rr,
+            alpha=spec["alpha"], rank_stabilized=spec["rank_stabilized"], residual=spec["residual"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"layer {name!r}: {exc}") from None
+    return module, new_layer
 
 
 def export_peft(model: nn.Module, directory: str) -> None:
@@ -200,7 +223,8 @@ def export_peft(model: nn.Module, directory: str) -> None:
     for name, layer in layers:
         with torch.no_grad():
             C = layer.core() - torch.diag(layer.S0)
-            B = (layer.U @ C).contiguous()
+            dt = torch.promote_types(C.dtype, layer.U.dtype)
+            B = (layer.U.to(dt) @ C.to(dt)).to(layer.U.dtype).contiguous()
         tensors[f"base_model.model.{name}.lora_A.weight"] = layer.Vh.detach().cpu().contiguous()
         tensors[f"base_model.model.{name}.lora_B.weight"] = B.detach().cpu()
         ranks[name] = layer.rank

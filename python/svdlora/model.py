@@ -37,9 +37,12 @@ def find_targets(model: nn.Module, target_modules: Targets = None) -> List[Tuple
         if not all(isinstance(t, str) for t in target_modules):
             raise TypeError("target_modules must be None, a regex string or a list of name suffixes")
     found: List[Tuple[str, nn.Linear]] = []
+    adapters = [n for n, m in model.named_modules() if isinstance(m, SVDLoRALinear)]
     for name, module in model.named_modules():
         if not name or not _matches(name, target_modules):
             continue
+        if any(name.startswith(a + ".") for a in adapters if a):
+            continue  # the frozen base layer inside an adapter: never wrap it again
         if isinstance(module, nn.Linear) and not isinstance(module, SVDLoRALinear):
             found.append((name, module))
         elif target_modules is not None and not isinstance(module, SVDLoRALinear) \
@@ -113,6 +116,8 @@ def convert(model: nn.Module, rank: Optional[int] = None, inner_rank: int = 8, *
                          lin.in_features, lin.out_features)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {name!r} ({lin.in_features}->{lin.out_features}): {exc}") from None
+        if not lin.weight.is_floating_point() or not bool(torch.isfinite(lin.weight).all()):
+            raise ValueError(f"layer {name!r}: weight must be floating and finite (NaN/Inf found)")
     chosen: Dict[str, int] = {}
     for name, lin in _progress(targets, progress):
         cap = rank if rank is not None else min(lin.in_features, lin.out_features)

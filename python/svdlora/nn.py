@@ -31,6 +31,11 @@ def _check_ranks(rank, inner_rank, in_features: int, out_features: int) -> None:
         raise ValueError(f"inner_rank must satisfy 1 <= inner_rank <= rank = {rank}, got {inner_rank}")
 
 
+def trainable_dtype(dtype: Optional[torch.dtype]) -> Optional[torch.dtype]:
+    """float32 for float16/bfloat16 layers, else the layer's own dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def adapter_scale(inner_rank: int, alpha: Optional[float], rank_stabilized: bool) -> float:
     """``alpha / r'`` (LoRA) or ``alpha / sqrt(r')`` (rsLoRA); alpha defaults to ``r'``."""
     if alpha is None:
@@ -95,12 +100,15 @@ class SVDLoRALinear(nn.Module):
         self.residual = bool(residual)
         self.scale = adapter_scale(inner_rank, alpha, rank_stabilized)
         kw = {"dtype": dtype, "device": device}
+        # The small trainable tensors (and S0) stay in float32 for float16/bfloat16 layers: a
+        # bf16 S near 8 has a spacing of 0.06, so optimiser steps of 1e-3 would round away.
+        small = {"dtype": trainable_dtype(dtype), "device": device}
         self.register_buffer("U", torch.zeros(out_features, rank, **kw))
         self.register_buffer("Vh", torch.zeros(rank, in_features, **kw))
-        self.register_buffer("S0", torch.zeros(rank, **kw))
-        self.S = nn.Parameter(torch.zeros(rank, **kw))
-        self.X = nn.Parameter(torch.zeros(rank, inner_rank, **kw))
-        self.Y = nn.Parameter(torch.zeros(inner_rank, rank, **kw))
+        self.register_buffer("S0", torch.zeros(rank, **small))
+        self.S = nn.Parameter(torch.zeros(rank, **small))
+        self.X = nn.Parameter(torch.zeros(rank, inner_rank, **small))
+        self.Y = nn.Parameter(torch.zeros(inner_rank, rank, **small))
         if residual:
             for p in base_layer.parameters():
                 p.requires_grad_(False)
@@ -169,8 +177,28 @@ class SVDLoRALinear(nn.Module):
                      inner_rank: int, *, alpha: Optional[float] = None,
                      rank_stabilized: bool = False, residual: bool = True,
                      seed: int = 0) -> "SVDLoRALinear":
-        """Build the layer from given SVD factors of ``linear.weight`` (see :meth:`from_linear`)."""
+        """Build the layer from given SVD factors of ``linear.weight`` (see :meth:`from_linear`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``linear`` not an ``nn.Linear``; factors of the wrong shape, non-finite or not
+            floating tensors.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         weight = linear.weight
+        D, K = linear.out_features, linear.in_features
+        if not isinstance(S, torch.Tensor) or S.dim() != 1:
+            raise ValueError(f"S must be a 1-D tensor, got {getattr(S, 'shape', type(S))}")
+        r = S.shape[0]
+        for name, t, shape in (("U", U, (D, r)), ("S", S, (r,)), ("Vh", Vh, (r, K))):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                raise TypeError(f"{name} must be a floating torch.Tensor")
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape} for a {K}->{D} layer, got {tuple(t.shape)}")
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} contains NaN or Inf")
         layer = cls(linear.in_features, linear.out_features, S.shape[0], inner_rank, alpha=alpha,
                     rank_stabilized=rank_stabilized, residual=residual,
                     base_layer=linear if residual else None, bias=linear.bias,
@@ -189,19 +217,23 @@ class SVDLoRALinear(nn.Module):
         return layer
 
     def core(self) -> torch.Tensor:
-        """The r×r core ``C = diag(S) + scale·X Y``."""
+        """The r×r core ``C = diag(S) + scale·X Y`` (in the trainable dtype)."""
         return torch.diag(self.S) + self.scale * (self.X @ self.Y)
+
+    def _through_factors(self, C: torch.Tensor) -> torch.Tensor:
+        # U C Vh in the wider of the two dtypes, returned in the layer's dtype
+        dt = torch.promote_types(C.dtype, self.U.dtype)
+        return (self.U.to(dt) @ C.to(dt) @ self.Vh.to(dt)).to(self.U.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """``U (C - diag(S0)) Vh``: what keep mode adds to the base weight (rank <= r)."""
-        C = self.core() - torch.diag(self.S0)
-        return self.U @ C @ self.Vh
+        return self._through_factors(self.core() - torch.diag(self.S0))
 
     def effective_weight(self) -> torch.Tensor:
         """The dense D×K weight this layer applies."""
         if self.base_layer is not None:
             return self.base_layer.weight + self.delta_weight()
-        return self.U @ self.core() @ self.Vh
+        return self._through_factors(self.core())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
