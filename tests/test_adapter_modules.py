@@ -23,6 +23,15 @@ def mlp(seed=0, dtype=None):
                          nn.Linear(24, 6)).to(dtype or torch.float64)
 
 
+def move_off_init(model, s_factor=1.0):
+    """Give every adapter a non-trivial core (Y != 0, optionally S scaled) as after training."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, svdlora.SVDLoRALinear):
+                m.Y.normal_()
+                m.S.mul_(s_factor)
+
+
 def truncated(W, r):
     U, S, Vh = torch.linalg.svd(W.double(), full_matrices=False)
     return (U[:, :r] * S[:r]) @ Vh[:r]
@@ -107,11 +116,7 @@ def test_parameter_count_and_freezing(residual):
 def test_merge_reproduces_adapter_output(residual):
     model = mlp()
     svdlora.convert(model, rank=6, inner_rank=3, residual=residual, progress=False)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, svdlora.SVDLoRALinear):
-                m.Y.normal_()
-                m.S.mul_(1.1)
+    move_off_init(model, s_factor=1.1)
     x = torch.randn(11, 20, dtype=torch.float64)
     y = model(x)
     svdlora.merge(model)
@@ -164,10 +169,7 @@ def test_training_reduces_loss():
 def test_save_load_round_trip(tmp_path, residual):
     model = mlp()
     svdlora.convert(model, rank=5, inner_rank=2, residual=residual, progress=False)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, svdlora.SVDLoRALinear):
-                m.Y.normal_()
+    move_off_init(model)
     x = torch.randn(4, 20, dtype=torch.float64)
     y = model(x)
     svdlora.save_adapter(model, tmp_path / "ad")
