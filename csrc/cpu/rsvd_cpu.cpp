@@ -10,7 +10,6 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <vector>
 
 #include "common/checks.h"
 #include "cpu/orth.h"
@@ -118,25 +117,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_cpu(
 
   const int64_t l = Q.size(1);
   auto [U, S, Vh] = small_svd(Q, Bt, l);
-  // Error of the rank-r truncation of QB: ||A||^2 - sum_{i<=r} sigma_i(B)^2.
-  std::vector<double> captured(l);
+  // Error of the rank-r truncation of QB: ||A||^2 - sum_{i<=r} sigma_i(B)^2; the smallest r
+  // meeting the threshold, else the cap.
   at::Tensor S64 = S.to(at::kDouble).contiguous();
   const double* s = S64.data_ptr<double>();
-  double acc = 0.0;
-  int64_t r = std::min(max_rank, l);
-  bool reached = false;
-  for (int64_t i = 0; i < std::min(max_rank, l); ++i) {
-    acc += s[i] * s[i];
-    captured[i] = acc;
-    if (total - acc <= threshold) {
-      r = i + 1;
-      reached = true;
-      break;
-    }
-  }
-  const double err2 = std::max(total - captured[r - 1], 0.0);
+  const int64_t cap = std::min(max_rank, l);
+  double captured = 0.0;
+  int64_t r = 0;
+  do {
+    captured += s[r] * s[r];
+    ++r;
+  } while (r < cap && total - captured > threshold);
+  const double err2 = std::max(total - captured, 0.0);
   const double rel_err = total > 0 ? std::sqrt(err2 / total) : 0.0;
-  (void)reached;
   auto [Uf, Sf, Vhf] =
       finalize(U.narrow(-1, 0, r), S.narrow(-1, 0, r), Vh.narrow(-2, 0, r), transposed);
   return {Uf, Sf, Vhf, at::scalar_tensor(rel_err, omega.options().dtype(at::kDouble))};

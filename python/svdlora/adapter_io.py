@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from .model import _set_submodule
+from .model import _set_submodule, freeze_all_but_adapters
 from .nn import SVDLoRALinear
 
 __all__ = ["save_adapter", "load_adapter", "export_peft", "ADAPTER_FILE", "CONFIG_FILE"]
@@ -152,9 +152,7 @@ def load_adapter(model: nn.Module, path: str) -> nn.Module:
         with torch.no_grad():
             for t in TENSORS:
                 getattr(target, t).copy_(tensors[f"{name}.{t}"])
-    for pname, p in model.named_parameters():
-        owner = model.get_submodule(pname.rpartition(".")[0]) if "." in pname else model
-        p.requires_grad_(isinstance(owner, SVDLoRALinear) and pname.rsplit(".", 1)[-1] in ("S", "X", "Y"))
+    freeze_all_but_adapters(model)
     return model
 
 

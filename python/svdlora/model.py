@@ -11,7 +11,8 @@ from torch import nn
 
 from .nn import SVD_METHODS, SVDLoRALinear, _check_ranks, truncated_factors
 
-__all__ = ["convert", "merge", "count_parameters", "find_targets", "TRAINABLE_NAMES"]
+__all__ = ["convert", "merge", "count_parameters", "find_targets", "freeze_all_but_adapters",
+           "TRAINABLE_NAMES"]
 
 TRAINABLE_NAMES = ("S", "X", "Y")
 Targets = Union[None, str, Sequence[str]]
@@ -134,9 +135,7 @@ def convert(model: nn.Module, rank: Optional[int] = None, inner_rank: int = 8, *
                                            seed=seed)
         _set_submodule(model, name, layer)
         chosen[name] = r
-    for pname, p in model.named_parameters():
-        p.requires_grad_(pname.rsplit(".", 1)[-1] in TRAINABLE_NAMES
-                         and isinstance(model.get_submodule(pname.rpartition(".")[0]), SVDLoRALinear))
+    freeze_all_but_adapters(model)
     if progress:
         trainable, total = count_parameters(model)
         ranks = sorted(set(chosen.values()))
@@ -145,6 +144,14 @@ def convert(model: nn.Module, rank: Optional[int] = None, inner_rank: int = 8, *
               f"{trainable:,} / total {total:,} parameters ({100.0 * trainable / max(total, 1):.3f}%)",
               file=sys.stderr)
     return model
+
+
+def freeze_all_but_adapters(model: nn.Module) -> None:
+    """Only the adapters' ``S``, ``X`` and ``Y`` keep ``requires_grad``."""
+    for module in model.modules():
+        adapter = isinstance(module, SVDLoRALinear)
+        for pname, p in module.named_parameters(recurse=False):
+            p.requires_grad_(adapter and pname in TRAINABLE_NAMES)
 
 
 def _progress(items: List, enabled: bool) -> Iterable:
