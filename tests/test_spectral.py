@@ -1,0 +1,210 @@
+"""svdlora.spectral against simulated random matrices and closed forms."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from svdlora import spectral
+
+SIGMA = 0.3
+
+
+def unit(rng: np.random.Generator, size: int) -> np.ndarray:
+    v = rng.standard_normal(size)
+    return v / np.linalg.norm(v)
+
+
+def spiked_noise(m: int, n: int, theta: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = SIGMA * rng.standard_normal((m, n))
+    return noise + theta * np.outer(unit(rng, m), unit(rng, n))
+
+
+def theta_at(ratio_to_transition: float, m: int, n: int) -> float:
+    """Spike strength at a multiple of the BBP threshold t = c^(1/4)."""
+    c = min(m, n) / max(m, n)
+    return ratio_to_transition * c ** 0.25 * SIGMA * math.sqrt(max(m, n))
+
+
+@pytest.fixture(scope="module")
+def pure_noise_spectrum():
+    m, n = 2000, 4000
+    S = spectral.singular_values(spiked_noise(m, n, 0.0, seed=0))
+    return m, n, S
+
+
+def test_fit_on_pure_noise_matches_simulation(pure_noise_spectrum):
+    m, n, S = pure_noise_spectrum
+    fit = spectral.fit_marchenko_pastur(S, m, n)
+    assert fit.sigma == pytest.approx(SIGMA, rel=0.02)
+    # the fitted edges are where the simulated spectrum actually ends
+    assert fit.upper == pytest.approx(S.max(), rel=0.02)
+    assert fit.lower == pytest.approx(S.min(), rel=0.02)
+    assert (fit.lower, fit.upper) == pytest.approx(
+        spectral.marchenko_pastur_edges(m, n, SIGMA), rel=0.02)
+    assert fit.outliers.size == 0
+    assert fit.threshold > fit.upper
+
+
+def test_density_matches_simulated_histogram(pure_noise_spectrum):
+    m, n, S = pure_noise_spectrum
+    lower, upper = spectral.marchenko_pastur_edges(m, n, SIGMA)
+    grid = np.linspace(lower, upper, 20001)
+    pdf = spectral.marchenko_pastur_pdf(grid, m, n, SIGMA)
+    assert np.trapezoid(pdf, grid) == pytest.approx(1.0, abs=1e-4)
+    cdf = np.concatenate([[0.0], np.cumsum((pdf[1:] + pdf[:-1]) / 2 * np.diff(grid))])
+    empirical = np.searchsorted(np.sort(S), grid) / S.size
+    assert np.abs(cdf - empirical).max() < 0.01  # Kolmogorov–Smirnov distance
+    assert spectral.marchenko_pastur_pdf(upper * 1.01, m, n, SIGMA) == 0.0
+    assert spectral.marchenko_pastur_median(m, n, SIGMA) == pytest.approx(np.median(S), rel=2e-3)
+
+
+def test_square_case_is_the_quarter_circle():
+    x = np.linspace(0.01, 1.99, 50)
+    # m = n = 1 in the normalisation s / sqrt(n): sqrt(4 - s²) / pi on [0, 2]
+    assert np.allclose(spectral.marchenko_pastur_pdf(x, 1, 1), np.sqrt(4 - x**2) / np.pi)
+    assert spectral.marchenko_pastur_edges(7, 7, 2.0) == pytest.approx((0.0, 4 * math.sqrt(7)))
+
+
+@pytest.mark.parametrize("ratio", [1.5, 2.0, 3.0, 5.0])
+def test_spike_location_matches_simulation(ratio):
+    m, n = 1000, 2000
+    theta = theta_at(ratio, m, n)
+    W = spiked_noise(m, n, theta, seed=int(ratio * 10))
+    S = spectral.singular_values(W)
+    predicted = spectral.spike_singular_value(theta, m, n, SIGMA)
+    assert S[0] == pytest.approx(predicted, rel=0.03)
+    assert predicted > spectral.marchenko_pastur_edges(m, n, SIGMA)[1]
+    fit = spectral.fit_marchenko_pastur(S, m, n)
+    assert fit.outliers.tolist() == [0]
+    # the transposed matrix has the same spectrum and the same prediction
+    assert spectral.spike_singular_value(theta, n, m, SIGMA) == predicted
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_outlier_below_the_transition(seed):
+    m, n = 600, 1200
+    theta = theta_at(0.7, m, n)
+    assert spectral.spike_singular_value(theta, m, n, SIGMA) == pytest.approx(
+        spectral.marchenko_pastur_edges(m, n, SIGMA)[1])
+    S = spectral.singular_values(spiked_noise(m, n, theta, seed))
+    assert spectral.fit_marchenko_pastur(S, m, n).outliers.size == 0
+
+
+def test_fit_is_robust_to_a_few_spikes():
+    m, n = 800, 1600
+    rng = np.random.default_rng(3)
+    W = SIGMA * rng.standard_normal((m, n))
+    for _ in range(5):
+        W += theta_at(4.0, m, n) * np.outer(unit(rng, m), unit(rng, n))
+    S = spectral.singular_values(W)
+    fit = spectral.fit_marchenko_pastur(S, m, n)
+    assert fit.sigma == pytest.approx(SIGMA, rel=0.02)
+    assert sorted(fit.outliers.tolist()) == [0, 1, 2, 3, 4]
+
+
+def decaying_matrix(m: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((m, min(m, n))))
+    V, _ = np.linalg.qr(rng.standard_normal((n, min(m, n))))
+    return (U / np.arange(1, min(m, n) + 1)) @ V.T
+
+
+@pytest.mark.parametrize("shape", [(120, 200), (200, 120), (300, 300)])
+def test_intruders_zero_for_small_dense_noise(shape):
+    W0 = decaying_matrix(*shape, seed=0)
+    noise = 1e-3 / math.sqrt(shape[1]) * np.random.default_rng(1).standard_normal(shape)
+    report = spectral.intruder_report(W0, W0 + noise)
+    assert report.count == 0
+    assert report.max_cosines.min() > 0.99
+    assert report.subspace_overlap > 0.99
+    assert spectral.intruder_dimensions(W0, W0 + noise) == 0
+
+
+@pytest.mark.parametrize("shape", [(120, 200), (200, 120), (300, 300)])
+def test_strong_random_spike_is_an_intruder(shape):
+    W0 = decaying_matrix(*shape, seed=0)
+    rng = np.random.default_rng(2)
+    W1 = W0 + 3.0 * np.outer(unit(rng, shape[0]), unit(rng, shape[1]))
+    report = spectral.intruder_report(W0, W1)
+    assert report.count >= 1
+    assert report.indices[0] == 0               # the spike is the new top direction
+    assert report.max_cosines[0] < 0.5
+    assert report.span_overlap[0] < 0.5         # and it is new, not a rotation of old ones
+    assert spectral.intruder_dimensions(W0, W1, k=10, eps=0.5) == report.count
+
+
+def test_rotation_inside_top_subspace_is_flagged_but_overlap_says_so():
+    W0 = decaying_matrix(100, 150, seed=4)
+    U, S, Vh = np.linalg.svd(W0, full_matrices=False)
+    # mix the top two singular directions 45 degrees and make them degenerate
+    R = np.eye(100)
+    R[:2, :2] = np.array([[1, -1], [1, 1]]) / math.sqrt(2)
+    S2 = S.copy()
+    S2[:2] = [2.0, 1.5]
+    W1 = (U @ R) @ np.diag(S2) @ Vh
+    report = spectral.intruder_report(W0, W1, k=2, eps=0.75)
+    assert report.count == 2
+    assert report.span_overlap == pytest.approx([1.0, 1.0])
+
+
+def test_intruders_use_randomized_svd_for_large_matrices():
+    W0 = decaying_matrix(600, 700, seed=5)
+    rng = np.random.default_rng(6)
+    W1 = W0 + 2.0 * np.outer(unit(rng, 600), unit(rng, 700))
+    U_r, S_r = spectral.top_singular_vectors(W1, 10)
+    S_full = np.linalg.svd(W1, compute_uv=False)[:10]
+    # randomized (default q) on an i^-1 tail: values to ~1e-4 relative, the top exact-ish
+    assert np.allclose(S_r, S_full, rtol=1e-3)
+    assert S_r[0] == pytest.approx(S_full[0], rel=1e-9)
+    assert np.allclose(U_r.T @ U_r, np.eye(10), atol=1e-10)
+    assert spectral.intruder_report(W0, W1).indices.tolist() == [0]
+
+
+def test_effective_rank():
+    assert spectral.effective_rank(np.ones(17)) == pytest.approx(17)
+    assert spectral.effective_rank([5.0, 0.0, 0.0]) == pytest.approx(1.0)
+    S = np.array([3.0, 2.0, 1.0])
+    p = S / S.sum()
+    assert spectral.effective_rank(S) == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+    assert spectral.effective_rank(10 * S) == pytest.approx(spectral.effective_rank(S))
+
+
+def test_torch_inputs_match_numpy():
+    torch = pytest.importorskip("torch")
+    W0 = decaying_matrix(80, 60, seed=7)
+    W1 = W0 + 0.5 * np.outer(unit(np.random.default_rng(8), 80), unit(np.random.default_rng(9), 60))
+    S = spectral.singular_values(torch.from_numpy(W1))
+    assert np.allclose(S, spectral.singular_values(W1))
+    assert spectral.effective_rank(torch.from_numpy(S)) == pytest.approx(spectral.effective_rank(S))
+    report_t = spectral.intruder_report(torch.from_numpy(W0).float(), torch.from_numpy(W1))
+    assert report_t.count == spectral.intruder_report(W0, W1).count
+    x = torch.linspace(0, 20, 11, dtype=torch.float64)
+    assert torch.allclose(spectral.marchenko_pastur_pdf(x, 80, 60),
+                          torch.from_numpy(spectral.marchenko_pastur_pdf(x.numpy(), 80, 60)))
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: spectral.fit_marchenko_pastur(np.ones(5), 10, 20), ValueError, "S must hold all"),
+    (lambda: spectral.fit_marchenko_pastur(-np.ones(10), 10, 20), ValueError, "non-negative"),
+    (lambda: spectral.fit_marchenko_pastur(np.zeros(10), 10, 20), ValueError, "median"),
+    (lambda: spectral.fit_marchenko_pastur([1.0, np.nan], 2, 3), ValueError, "NaN"),
+    (lambda: spectral.fit_marchenko_pastur(np.ones((2, 2)), 2, 2), ValueError, "1-D"),
+    (lambda: spectral.marchenko_pastur_edges(0, 5), ValueError, "m must be"),
+    (lambda: spectral.marchenko_pastur_edges(5, 5, -1.0), ValueError, "sigma"),
+    (lambda: spectral.marchenko_pastur_edges(5.5, 5), TypeError, "m must be an int"),
+    (lambda: spectral.spike_singular_value(float("inf"), 5, 5), TypeError, "theta"),
+    (lambda: spectral.effective_rank(np.zeros(3)), ValueError, "positive sum"),
+    (lambda: spectral.effective_rank(["a"]), TypeError, "S must hold real"),
+    (lambda: spectral.intruder_report(np.eye(4), np.eye(5)), ValueError, "W1 must have the shape"),
+    (lambda: spectral.intruder_report(np.eye(4), np.eye(4), k=5), ValueError, "k must be in"),
+    (lambda: spectral.intruder_report(np.eye(4), np.eye(4), k=2, eps=1.5), ValueError, "eps"),
+    (lambda: spectral.intruder_report(np.ones(4), np.ones(4)), ValueError, "W0 must have shape"),
+    (lambda: spectral.intruder_report(np.eye(3, dtype=int), np.eye(3)), TypeError, "W0 must have"),
+    (lambda: spectral.singular_values(np.full((3, 3), np.inf)), ValueError, "NaN or Inf"),
+])
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
