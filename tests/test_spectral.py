@@ -150,6 +150,16 @@ def test_rotation_inside_top_subspace_is_flagged_but_overlap_says_so():
     assert report.span_overlap == pytest.approx([1.0, 1.0])
 
 
+def test_null_space_vectors_of_a_low_rank_update_are_not_intruders():
+    W0 = decaying_matrix(50, 60, seed=8)
+    U, S, Vh = np.linalg.svd(W0, full_matrices=False)
+    W1 = (U[:, :4] * S[:4]) @ Vh[:4]       # rank 4: its 5th..10th vectors are arbitrary
+    report = spectral.intruder_report(W0, W1)
+    assert report.examined == 4
+    assert report.count == 0
+    assert report.subspace_overlap == pytest.approx(1.0)
+
+
 def test_intruders_use_randomized_svd_for_large_matrices():
     W0 = decaying_matrix(600, 700, seed=5)
     rng = np.random.default_rng(6)

@@ -53,6 +53,8 @@ class IntruderReport(NamedTuple):
     max_cosines: np.ndarray   #: (k,) largest |cosine| of each with any singular vector of W0
     span_overlap: np.ndarray  #: (k,) squared norm of each inside span(U0[:, :reference_rank])
     subspace_overlap: float   #: mean of ``span_overlap`` (1 = top-k subspace unchanged)
+    examined: int             #: top-k vectors with a non-zero singular value (the rest are
+                              #: an arbitrary null-space basis and are never counted)
 
 
 # --------------------------------------------------------------------------- validation
@@ -313,6 +315,9 @@ def intruder_report(W0: Any, W1: Any, k: int = 10, eps: float = 0.5, *,
     Of the top-``k`` left singular vectors of ``W1``, an *intruder* is one whose largest
     |cosine| with every left singular vector of ``W0`` (all of them) is below ``eps``.
 
+    Singular vectors of ``W1`` with a zero singular value (when ``rank(W1) < k``) are an
+    arbitrary basis of its null space, so they are excluded (see ``examined``).
+
     Because an adapter that mixes directions *inside* ``span(U0[:, :r])`` can produce
     vectors that no single ``U0`` column matches, the report also gives each vector's squared
     projection onto that span (``span_overlap``) and its mean (``subspace_overlap``): an
@@ -344,13 +349,14 @@ def intruder_report(W0: Any, W1: Any, k: int = 10, eps: float = 0.5, *,
     if eps > 1:
         raise ValueError(f"eps must be in (0, 1], got {eps}")
     U0 = np.linalg.svd(A0, full_matrices=False)[0]
-    U1, _ = top_singular_vectors(A1, k, seed=seed)
+    U1, S1 = top_singular_vectors(A1, k, seed=seed)
+    examined = int(np.sum(S1 > S1[0] * max(A1.shape) * np.finfo(np.float64).eps)) if S1[0] > 0 else 0
     cosines = np.abs(U0.T @ U1)                       # (short, k)
     max_cosines = cosines.max(axis=0)
     span_overlap = np.sum(cosines[:reference_rank] ** 2, axis=0)
-    indices = np.flatnonzero(max_cosines < eps)
-    return IntruderReport(int(indices.size), indices, max_cosines, span_overlap,
-                          float(span_overlap.mean()))
+    indices = np.flatnonzero(max_cosines[:examined] < eps)
+    overlap = float(span_overlap[:examined].mean()) if examined else float("nan")
+    return IntruderReport(int(indices.size), indices, max_cosines, span_overlap, overlap, examined)
 
 
 def intruder_dimensions(W0: Any, W1: Any, k: int = 10, eps: float = 0.5) -> int:

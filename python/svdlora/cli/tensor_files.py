@@ -1,0 +1,215 @@
+"""Reading weight files without unpickling, and writing results atomically.
+
+Supported inputs: ``.safetensors`` (parsed here, so bfloat16 works with numpy alone and no
+torch is needed), ``.npz`` and ``.npy`` (loaded with ``allow_pickle=False``).  Pickled
+checkpoints (``.pt``, ``.bin``, ``.pkl``) are refused, never loaded.  Every failure is a
+:class:`UsageError` with a one-line message naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import UsageError
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_MAX_HEADER_BYTES = 100 * 2**20  # the format's own limit
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+class TensorFile:
+    """Named arrays of one weight file, loaded lazily one at a time.
+
+    ``names`` lists every array; ``shape(name)`` and ``dtype(name)`` come from the header
+    without reading data; ``load(name)`` returns a float32/float64 array (bfloat16 and
+    float16 are widened to float32, since numpy has no bfloat16).
+    """
+
+    def __init__(self, path: str, role: str = "INPUT") -> None:
+        self.path = path
+        self.role = role
+        if not isinstance(path, str) or not path:
+            raise UsageError(f"{role}: expected a file path")
+        if not os.path.exists(path):
+            raise UsageError(f"{role}: file not found: {path}")
+        if not os.path.isfile(path):
+            raise UsageError(f"{role}: not a regular file: {path}")
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix in _PICKLE_SUFFIXES:
+            raise UsageError(f"{role}: {path} looks like a pickled checkpoint; svdlora never "
+                             "unpickles files - save it as .safetensors, .npz or .npy")
+        loaders = {".safetensors": self._open_safetensors, ".npz": self._open_npz,
+                   ".npy": self._open_npy}
+        if suffix not in loaders:
+            raise UsageError(f"{role}: unsupported file type {suffix or '(none)'!r} for {path}; "
+                             "expected .safetensors, .npz or .npy")
+        try:
+            loaders[suffix]()
+        except UsageError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, struct.error) as exc:
+            raise UsageError(f"{role}: cannot read {path}: {_one_line(exc)}") from None
+
+    # ------------------------------------------------------------------ formats
+
+    def _open_safetensors(self) -> None:
+        size = os.path.getsize(self.path)
+        with open(self.path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise UsageError(f"{self.role}: {self.path} is not a safetensors file (too short)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(_MAX_HEADER_BYTES, size - 8):
+                raise UsageError(f"{self.role}: {self.path} is not a safetensors file (bad header "
+                                 "length; a pickled checkpoint is never loaded)")
+            raw = f.read(header_len)
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UsageError(f"{self.role}: {self.path} is not a safetensors file (header is "
+                             "not JSON)") from None
+        if not isinstance(header, dict):
+            raise UsageError(f"{self.role}: {self.path}: safetensors header is not a JSON object")
+        data_start, data_size = 8 + header_len, size - 8 - header_len
+        self._entries: Dict[str, Tuple[Tuple[int, ...], str, int]] = {}
+        for name, spec in header.items():
+            if name == "__metadata__":
+                continue
+            self._entries[name] = self._check_entry(name, spec, data_start, data_size)
+        self._kind = "safetensors"
+
+    def _check_entry(self, name: str, spec, data_start: int, data_size: int):
+        try:
+            dtype, shape, (begin, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
+            shape = tuple(int(s) for s in shape)
+        except (TypeError, KeyError, ValueError):
+            raise UsageError(f"{self.role}: {self.path}: malformed header entry for tensor "
+                             f"{name!r}") from None
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise UsageError(f"{self.role}: {self.path}: tensor {name!r} has unsupported dtype "
+                             f"{dtype}")
+        itemsize = np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+        if (min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size
+                or end - begin != int(np.prod(shape)) * itemsize):
+            raise UsageError(f"{self.role}: {self.path}: tensor {name!r} has inconsistent "
+                             "offsets (truncated or corrupt file)")
+        return shape, dtype, data_start + begin
+
+    def _open_npz(self) -> None:
+        with np.load(self.path, allow_pickle=False) as archive:
+            self._entries = {}
+            for name in archive.files:
+                array = archive[name]  # raises on object (pickled) arrays
+                self._entries[name] = (array.shape, str(array.dtype), array)
+        self._kind = "numpy"
+
+    def _open_npy(self) -> None:
+        array = np.load(self.path, allow_pickle=False, mmap_mode="r")
+        name = os.path.splitext(os.path.basename(self.path))[0]
+        self._entries = {name: (array.shape, str(array.dtype), array)}
+        self._kind = "numpy"
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def names(self) -> List[str]:
+        return list(self._entries)
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        return tuple(self._entry(name)[0])
+
+    def dtype(self, name: str) -> str:
+        return self._entry(name)[1]
+
+    def is_float(self, name: str) -> bool:
+        dtype = self.dtype(name)
+        return dtype in ("F64", "F32", "F16", "BF16") or dtype.startswith("float")
+
+    def _entry(self, name: str):
+        if name not in self._entries:
+            available = ", ".join(repr(n) for n in list(self._entries)[:8])
+            more = ", ..." if len(self._entries) > 8 else ""
+            raise UsageError(f"{self.role}: no tensor named {name!r} in {self.path} "
+                             f"(has {available}{more})")
+        return self._entries[name]
+
+    def load(self, name: str) -> np.ndarray:
+        shape, dtype, where = self._entry(name)
+        if self._kind == "safetensors":
+            raw = np.fromfile(self.path, dtype=_SAFETENSORS_DTYPES[dtype],
+                              count=int(np.prod(shape)), offset=where).reshape(shape)
+            if dtype == "BF16":  # bfloat16 is the top half of a float32
+                return (raw.astype(np.uint32) << 16).view(np.float32)
+            array = raw
+        else:
+            array = np.asarray(where)
+        if array.dtype.kind != "f":
+            raise UsageError(f"{self.role}: tensor {name!r} in {self.path} has dtype "
+                             f"{array.dtype}; a floating-point matrix is needed")
+        return array.astype(np.float32) if array.dtype == np.float16 else np.asarray(array)
+
+    def matrices(self, names: Optional[List[str]] = None) -> List[str]:
+        """The requested names (all must be 2-D), or every 2-D tensor of the file."""
+        if names:
+            for name in names:
+                require_matrix(self, name)
+            return list(names)
+        found = [n for n in self.names if len(self.shape(n)) == 2 and min(self.shape(n)) > 0
+                 and self.is_float(n)]
+        if not found:
+            raise UsageError(f"{self.role}: {self.path} holds no 2-D floating-point tensors")
+        return found
+
+
+def require_matrix(tensors: TensorFile, name: str) -> Tuple[int, int]:
+    shape = tensors.shape(name)
+    if len(shape) != 2:
+        raise UsageError(f"{tensors.role}: tensor {name!r} has shape {shape}; a 2-D matrix is "
+                         "needed")
+    if min(shape) == 0:
+        raise UsageError(f"{tensors.role}: tensor {name!r} is empty (shape {shape})")
+    return shape[0], shape[1]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def write_atomically(path: str, write: Callable[[str], None], role: str) -> None:
+    """Write via ``write(tmp_path)`` into the target directory, then rename into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{role}: directory does not exist: {directory}")
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".svdlora-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz(path: str, arrays: Dict[str, np.ndarray], role: str = "-o") -> None:
+    if not path.endswith(".npz"):
+        raise UsageError(f"{role}: output must be a .npz file, got {path}")
+    write_atomically(path, lambda tmp: np.savez(tmp, **arrays), role)
+
+
+def save_json(path: str, payload, role: str = "--json") -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+    write_atomically(path, write, role)
