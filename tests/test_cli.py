@@ -205,6 +205,12 @@ def test_demo_quick(tmp_path):
     assert "## 1. Compression" in proc.stdout and "| method" in proc.stdout
 
 
+@pytest.mark.skipif(HAS_COMPILED, reason="checks the message of an install without torch")
+def test_demo_without_torch_names_the_extra(tmp_path):
+    proc = run_cli("demo", "--out", tmp_path / "d", check_exit=2)
+    assert "svdlora[demo]" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -21,14 +21,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out: {args.out} exists and is not a directory")
     for module in ("tqdm", "matplotlib", "sklearn", "PIL"):
         require_extra(module, "demo", "svdlora demo")
     from .._extension import HAS_COMPILED
     if not HAS_COMPILED:
         raise UsageError("svdlora demo needs torch and the compiled core; install the 'demo' "
                          "extra (pip install 'svdlora[demo]') and rebuild svdlora")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out: {args.out} exists and is not a directory")
     os.makedirs(args.out, exist_ok=True)
     from ..demo import run_demo
     run_demo(args.out, quick=args.quick)
