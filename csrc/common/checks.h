@@ -43,4 +43,18 @@ inline void check_rsvd_inputs(const at::Tensor& A, const at::Tensor& omega,
   }
 }
 
+inline void check_rank(int64_t rank, const at::Tensor& omega) {
+  TORCH_CHECK(rank >= 1 && rank <= omega.size(1), "svdlora.rsvd: rank must be in [1, l=",
+              omega.size(1), "], got ", rank);
+}
+
+inline void check_adaptive_inputs(const at::Tensor& A, const at::Tensor& omega, double tol,
+                                  int64_t block_size, int64_t max_rank) {
+  TORCH_CHECK(A.dim() == 2, "svdlora.rsvd_adaptive: A must be 2-D, got ", A.dim(), " dims");
+  TORCH_CHECK(tol > 0 && tol < 1, "svdlora.rsvd_adaptive: tol must be in (0, 1), got ", tol);
+  TORCH_CHECK(block_size >= 1, "svdlora.rsvd_adaptive: block_size must be >= 1");
+  TORCH_CHECK(max_rank >= 1 && max_rank <= omega.size(1), "svdlora.rsvd_adaptive: max_rank must "
+              "be in [1, ", omega.size(1), "], got ", max_rank);
+}
+
 }  // namespace svdlora

@@ -1,0 +1,119 @@
+// The randomized-SVD algorithms themselves, written once for every device.  A backend supplies
+// the device-specific pieces:
+//
+//   at::Tensor apply(X, precise)     A_c @ X    (the canonical tall orientation, M >= N)
+//   at::Tensor apply_t(Y, precise)   A_c^T @ Y  (`precise`: the result feeds B = Q^T A)
+//   at::Tensor orth(Y)               orthonormal basis of span(Y)
+//   at::Tensor range_basis(Y)        a well-conditioned basis of span(Y) (between passes)
+//   Factors small_svd(Q, Bt, k)      rank-k SVD of Q B given B^T = A^T Q
+//   double squared_frobenius()       ||A_c||_F^2 in float64
+//   int64_t rows(), cols()
+//
+// Everything here is ATen calls on the backend's device; none of it reads data on the host
+// except the adaptive scheme, whose stopping rule and output shape depend on the data.
+#pragma once
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/scalar_tensor.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+
+namespace svdlora {
+
+using Factors = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// Undo the internal transpose and apply the sign convention: the largest-magnitude entry of
+// every column of U is positive, rows of Vh flipped to match.
+inline Factors finalize_factors(at::Tensor U, at::Tensor S, at::Tensor Vh, bool transposed) {
+  if (transposed) {
+    std::swap(U, Vh);
+    U = U.mT();
+    Vh = Vh.mT();
+  }
+  at::Tensor pivot = U.gather(-2, U.abs().argmax(-2, /*keepdim=*/true));  // (..., 1, k)
+  at::Tensor sign = 1 - 2 * pivot.lt(0).to(U.scalar_type());
+  return {(U * sign).contiguous(), S.contiguous(), (Vh * sign.mT()).contiguous()};
+}
+
+// Fixed rank: Q = orth(A Ω), q times Q = orth(A orth(A^T Q)), then the SVD of B = Q^T A.
+// Normalising after every product matters: unnormalised power iteration loses the small
+// singular directions to rounding in float32.
+template <class Backend>
+Factors rsvd_fixed_rank(const Backend& op, const at::Tensor& omega, int64_t rank, int64_t n_iter,
+                        bool transposed) {
+  at::Tensor Y = op.apply(omega, /*precise=*/false);
+  for (int64_t i = 0; i < n_iter; ++i) {
+    at::Tensor Z = op.range_basis(op.apply_t(op.range_basis(Y), /*precise=*/false));
+    Y = op.apply(Z, /*precise=*/false);
+  }
+  at::Tensor Q = op.orth(Y);
+  auto [U, S, Vh] = op.small_svd(Q, op.apply_t(Q, /*precise=*/true), rank);
+  return finalize_factors(U, S, Vh, transposed);
+}
+
+// Adaptive rank: blocked randQB_EI (Yu, Gu & Li 2018).  Q and B = Q^T A (kept as B^T) grow
+// block by block; ||A - QB||_F^2 = ||A||_F^2 - ||B||_F^2 comes for free.  Returns the factors
+// of the smallest rank <= max_rank meeting tol (or max_rank) and the relative error.
+template <class Backend>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_rank(
+    const Backend& op, const at::Tensor& omega, double tol, int64_t block_size, int64_t max_rank,
+    int64_t n_iter, bool transposed) {
+  const int64_t L = omega.size(1);
+  const double total = op.squared_frobenius();
+  const double threshold = tol * tol * total;
+  double remaining = total;
+  at::Tensor Q = at::empty({op.rows(), 0}, omega.options());
+  at::Tensor Bt = at::empty({op.cols(), 0}, omega.options());
+  // (A - Q B) X and (A - Q B)^T Y: subtract the part already captured.
+  auto residual_apply = [&](const at::Tensor& X) {
+    at::Tensor Y = op.apply(X, /*precise=*/false);
+    return Q.size(1) ? Y - at::matmul(Q, at::matmul(Bt.mT(), X)) : Y;
+  };
+  auto residual_apply_t = [&](const at::Tensor& Y) {
+    at::Tensor Z = op.apply_t(Y, /*precise=*/false);
+    return Q.size(1) ? Z - at::matmul(Bt, at::matmul(Q.mT(), Y)) : Z;
+  };
+  // The first block always runs, so even an all-zero A yields a (rank-1, zero) factorisation.
+  for (int64_t start = 0; start < L && (start == 0 || remaining > threshold); start += block_size) {
+    const int64_t b = std::min(block_size, L - start);
+    at::Tensor Qi = op.orth(residual_apply(omega.narrow(1, start, b)));
+    for (int64_t i = 0; i < n_iter; ++i) {
+      Qi = op.orth(residual_apply(op.orth(residual_apply_t(Qi))));
+    }
+    if (Q.size(1)) {
+      // Re-orthogonalise against earlier blocks (lost to rounding in the subtractions).
+      Qi = op.orth(Qi - at::matmul(Q, at::matmul(Q.mT(), Qi)));
+    }
+    at::Tensor Bti = op.apply_t(Qi, /*precise=*/true);
+    Q = at::cat({Q, Qi}, 1);
+    Bt = at::cat({Bt, Bti}, 1);
+    // The one host read per block: the stopping rule depends on the data.
+    remaining -= Bti.to(at::kDouble).square().sum().template item<double>();
+  }
+
+  const int64_t l = Q.size(1);
+  auto [U, S, Vh] = op.small_svd(Q, Bt, l);
+  // Error of the rank-r truncation of QB: ||A||^2 - sum_{i<=r} sigma_i(B)^2; the smallest r
+  // meeting the threshold, else the cap.
+  at::Tensor S64 = S.to(at::kDouble).cpu().contiguous();
+  const double* s = S64.data_ptr<double>();
+  const int64_t cap = std::min(max_rank, l);
+  double captured = 0.0;
+  int64_t r = 0;
+  do {
+    captured += s[r] * s[r];
+    ++r;
+  } while (r < cap && total - captured > threshold);
+  const double err2 = std::max(total - captured, 0.0);
+  const double rel_err = total > 0 ? std::sqrt(err2 / total) : 0.0;
+  auto [Uf, Sf, Vhf] = finalize_factors(U.narrow(-1, 0, r), S.narrow(-1, 0, r),
+                                        Vh.narrow(-2, 0, r), transposed);
+  return {Uf, Sf, Vhf, at::scalar_tensor(rel_err, omega.options().dtype(at::kDouble))};
+}
+
+}  // namespace svdlora
