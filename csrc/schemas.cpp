@@ -17,6 +17,10 @@ TORCH_LIBRARY(svdlora, m) {
   // estimate rel_err as a float64 scalar tensor.
   m.def("rsvd_adaptive(Tensor A, Tensor omega, Tensor? col_mean, float tol, int block_size,"
         " int max_rank, int n_iter) -> (Tensor U, Tensor S, Tensor Vh, Tensor rel_err)");
+  // Benchmark peer (CUDA only): cuSOLVER's randomized SVD cusolverDnXgesvdr of a 2-D float32/
+  // float64 A with its own random sketch; returns U (m, rank), S (rank), Vh (rank, n).
+  m.def("cusolver_gesvdr(Tensor A, int rank, int oversample, int n_iter)"
+        " -> (Tensor U, Tensor S, Tensor Vh)");
 
   // SVD-LoRA linear map y = x W^T + base_out + bias + x (U C Vh)^T with the r x r core
   // C = diag(S) + scale * X @ Y (X: r x r', Y: r' x r); x (..., K), U (D, r), Vh (r, K).

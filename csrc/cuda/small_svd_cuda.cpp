@@ -1,0 +1,68 @@
+// Gram + batched eigensolver SVD of the small matrix B (see small_svd_cuda.h).
+#include "cuda/small_svd_cuda.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/matmul.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
+
+#include "cuda/handles.h"
+#include "cuda/orth_cuda.h"
+
+namespace svdlora::cuda {
+namespace {
+
+// Eigen-decomposition of a batch of symmetric float64 matrices G (..., l, l): eigenvectors as
+// columns and eigenvalues, both ascending.
+std::tuple<at::Tensor, at::Tensor> symmetric_eig(const at::Tensor& G) {
+  const int64_t l = G.size(-1);
+  // cuSOLVER overwrites its input with the eigenvectors (column-major).
+  at::Tensor work = G.reshape({-1, l, l}).clone(at::MemoryFormat::Contiguous);
+  const int64_t batch = work.size(0);
+  at::Tensor values = at::empty({batch, l}, G.options());
+  at::Tensor info = at::empty({batch}, G.options().dtype(at::kInt));
+  cusolverDnHandle_t handle = solver_handle();
+  cusolverDnParams_t params = solver_params();
+  size_t device_bytes = 0, host_bytes = 0;
+  check(cusolverDnXsyevBatched_bufferSize(handle, params, CUSOLVER_EIG_MODE_VECTOR,
+                                          CUBLAS_FILL_MODE_LOWER, l, CUDA_R_64F, work.data_ptr(),
+                                          l, CUDA_R_64F, values.data_ptr(), CUDA_R_64F,
+                                          &device_bytes, &host_bytes, batch),
+        "cusolverDnXsyevBatched_bufferSize");
+  at::Tensor device_work =
+      at::empty({static_cast<int64_t>(device_bytes)}, G.options().dtype(at::kByte));
+  // cuSOLVER documents a host workspace for some sizes; it must outlive the (asynchronous)
+  // call, so it is kept per thread rather than on this stack frame.
+  thread_local std::vector<char> host_work;
+  if (host_work.size() < host_bytes) host_work.resize(host_bytes);
+  check(cusolverDnXsyevBatched(handle, params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, l,
+                               CUDA_R_64F, work.data_ptr(), l, CUDA_R_64F, values.data_ptr(),
+                               CUDA_R_64F, device_work.data_ptr(), device_bytes,
+                               host_bytes ? host_work.data() : nullptr, host_bytes,
+                               info.data_ptr<int>(), batch),
+        "cusolverDnXsyevBatched");
+  // Column-major eigenvectors read row-major are the transpose.  `info` (non-convergence of
+  // an fp64 symmetric solver) is not read: that would be a host sync; see docs/cuda.md.
+  at::Tensor vectors = work.mT();
+  std::vector<int64_t> value_sizes(G.sizes().begin(), G.sizes().end() - 1);
+  return {vectors.reshape(G.sizes()), values.reshape(value_sizes)};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> small_svd(const at::Tensor& Q, const at::Tensor& Bt,
+                                                         int64_t k) {
+  const at::ScalarType dtype = Q.scalar_type();
+  at::Tensor B64 = Bt.to(at::kDouble);                       // (..., N, l)
+  at::Tensor gram = at::matmul(B64.mT(), B64);               // B B^T, (..., l, l)
+  auto [W, values] = symmetric_eig(gram);
+  at::Tensor Wk = W.flip({-1}).narrow(-1, 0, k);             // descending order
+  at::Tensor S = values.flip({-1}).narrow(-1, 0, k).clamp_min(0).sqrt();
+  at::Tensor U = at::matmul(Q.to(at::kDouble), Wk).to(dtype);
+  at::Tensor Vh = orth(at::matmul(B64, Wk), dtype).mT();    // columns sigma_i v_i, normalised
+  return {U, S.to(dtype), Vh};
+}
+
+}  // namespace svdlora::cuda
