@@ -287,3 +287,11 @@ def test_scipy_sparse_with_duplicate_entries_in_tol_mode():
     err = reconstruction_error(dense, U, S, Vh) / np.linalg.norm(dense)
     assert err <= 0.05
     np.testing.assert_allclose(np.sort(S)[::-1][:2], [2.0, 2.0], rtol=1e-10)
+
+
+@needs_compiled
+def test_gesvdr_backend_rejects_what_cusolver_cannot_take():
+    with pytest.raises(ValueError, match="cusolver_gesvdr.*CUDA tensor"):
+        svdlora.rsvd(torch.randn(30, 20), 5, backend="cusolver_gesvdr")
+    with pytest.raises(ValueError, match="cusolver_gesvdr.*CUDA tensor"):
+        svdlora.rsvd(np.ones((30, 20)), 5, backend="cusolver_gesvdr")

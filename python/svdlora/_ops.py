@@ -21,6 +21,12 @@ def _rsvd_fake(A, omega, col_mean, rank, n_iter):
             A.new_empty((*batch, rank, n), dtype=omega.dtype))
 
 
+@torch.library.register_fake("svdlora::cusolver_gesvdr")
+def _cusolver_gesvdr_fake(A, rank, oversample, n_iter):
+    m, n = A.shape
+    return A.new_empty((m, rank)), A.new_empty((rank,)), A.new_empty((rank, n))
+
+
 @torch.library.register_fake("svdlora::rsvd_adaptive")
 def _rsvd_adaptive_fake(A, omega, col_mean, tol, block_size, max_rank, n_iter):
     m, n = A.shape[-2:]

@@ -21,7 +21,7 @@ from ._validation import (DENSE_NUMPY, DENSE_TORCH, SPARSE_TORCH, MatrixInput, c
 
 __all__ = ["rsvd", "pca", "ToleranceWarning"]
 
-BACKENDS = ("auto", "compiled", "numpy")
+BACKENDS = ("auto", "compiled", "numpy", "cusolver_gesvdr")
 
 
 class ToleranceWarning(UserWarning):
@@ -62,9 +62,11 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         results.  None draws fresh OS entropy.
     block_size : int or None
         Block width of the adaptive (``tol``) scheme; default ``min(64, max(16, ceil(l / 8)))``.
-    backend : {"auto", "compiled", "numpy"}
+    backend : {"auto", "compiled", "numpy", "cusolver_gesvdr"}
         "auto" uses the compiled op for dense inputs when the compiled core is available and
-        the numpy implementation otherwise.
+        the numpy implementation otherwise.  "cusolver_gesvdr" runs cuSOLVER's own randomized
+        SVD (``cusolverDnXgesvdr``, its own random sketch, no sign convention) on a 2-D
+        float32/float64 CUDA tensor: a peer for benchmarks, not a recommendation.
 
     Returns
     -------
@@ -116,6 +118,8 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     if tol is not None and info.batch_shape:
         raise ValueError(f"tol (adaptive rank) needs a 2-D A, got batched shape {info.shape}; "
                          "call rsvd per matrix or pass tol=None")
+    if backend == "cusolver_gesvdr":
+        return _factorize_gesvdr(info, rank, oversample, n_iter, tol)
     U, S, Vh = _factorize(info, rank, oversample, n_iter, tol, seed, block_size, backend,
                           center=False)[:3]
     return SVDResult(U, S, Vh)
@@ -220,6 +224,24 @@ def _factorize(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[i
                       f"estimate {err:.3g}); returning {rank} components", ToleranceWarning,
                       stacklevel=3)
     return U, S, Vh, mean
+
+
+def _factorize_gesvdr(info: MatrixInput, rank: int, oversample: int, n_iter: Optional[int],
+                      tol: Optional[float]) -> SVDResult:
+    """cuSOLVER's randomized SVD, for side-by-side benchmarks."""
+    A = info.value
+    if (info.kind != DENSE_TORCH or A.device.type != "cuda" or info.batch_shape
+            or A.dtype not in (torch.float32, torch.float64)):
+        raise ValueError("backend='cusolver_gesvdr' needs a 2-D float32/float64 CUDA tensor, got "
+                         f"{info.kind} of shape {info.shape}"
+                         + (f", {A.dtype} on {A.device}" if info.kind == DENSE_TORCH else ""))
+    if tol is not None:
+        raise ValueError("backend='cusolver_gesvdr' has no adaptive rank; pass tol=None")
+    require_compiled("svdlora.rsvd(backend='cusolver_gesvdr')")
+    p = min(oversample, min(info.m, info.n) - rank)
+    q = default_n_iter(rank, exact_range=False) if n_iter is None else n_iter
+    U, S, Vh = torch.ops.svdlora.cusolver_gesvdr(A.detach(), rank, p, q)
+    return SVDResult(U, S, Vh)
 
 
 def _check_finite_result(S: Any, info: MatrixInput) -> None:
