@@ -44,7 +44,7 @@ std::tuple<at::Tensor, at::Tensor> symmetric_eig(const at::Tensor& G) {
                                info.data_ptr<int>(), batch),
         "cusolverDnXsyevBatched");
   // Column-major eigenvectors read row-major are the transpose.  `info` (non-convergence of
-  // an fp64 symmetric solver) is not read: that would be a host sync; see docs/cuda.md.
+  // an fp64 symmetric solver) is not read: that would be a host sync (README, "CUDA").
   at::Tensor vectors = work.mT();
   std::vector<int64_t> value_sizes(G.sizes().begin(), G.sizes().end() - 1);
   return {vectors.reshape(G.sizes()), values.reshape(value_sizes)};
