@@ -121,7 +121,7 @@ def run_config(N, D, K, r, rr, repeats, device="cpu", dtype=torch.float32, with_
     print(f"N={N} D={D} K={K} r={r} r'={rr}: " + ", ".join(
         f"{k} {v * 1e3:.1f} ms" for k, v in times.items()), flush=True)
     print("  " + ", ".join(f"{k}={out[k]:.2f}" for k in out if k.startswith(("drop_", "keep_"))) +
-          f"; saved activations (bytes): " + ", ".join(f"{k} {v}" for k, v in saved.items()), flush=True)
+          "; saved activations (bytes): " + ", ".join(f"{k} {v}" for k, v in saved.items()), flush=True)
     return out
 
 

@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_adapter import run_config  # noqa: E402
 from bench_rsvd_cuda import PEAKS  # noqa: E402
-from common import machine, merge_section  # noqa: E402
+from common import gpu_results_path, machine, merge_section  # noqa: E402
 
-import svdlora  # noqa: E402
+
 
 
 def hbm_bound_seconds(N: int, D: int, K: int, element_size: int) -> float:
@@ -36,10 +36,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if not (torch.cuda.is_available() and svdlora.build_info()["cuda"]):
-        sys.exit("bench_adapter_cuda.py needs a GPU and a CUDA build of svdlora")
-    gpu = torch.cuda.get_device_name().split()[-1].lower().replace("/", "-")
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"{gpu}.json")
+    out = gpu_results_path(os.path.basename(__file__), args.out)
     N = 1024 if args.quick else 8192
     bf16 = torch.bfloat16
     results = {"dtype": "bfloat16", "configs": []}

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, merge_section  # noqa: E402
+from common import gpu_results_path, machine, merge_section  # noqa: E402
 
 import svdlora  # noqa: E402
 
@@ -164,10 +164,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 2 model layers")
     parser.add_argument("--out", default=None, help="results JSON (default bench/results/<gpu>.json)")
     args = parser.parse_args()
-    if not (torch.cuda.is_available() and svdlora.build_info()["cuda"]):
-        sys.exit("bench_rsvd_cuda.py needs a GPU and a CUDA build of svdlora")
-    gpu = torch.cuda.get_device_name().split()[-1].lower().replace("/", "-")
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"{gpu}.json")
+    out = gpu_results_path(os.path.basename(__file__), args.out)
     repeats = 3 if args.quick else 10
     rows = [single_matrix(dtype, k, repeats)
             for dtype in (torch.float32, torch.bfloat16) for k in (64, 256)]

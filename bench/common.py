@@ -92,3 +92,17 @@ def merge_section(path: str, section: str, payload: Any, meta: Dict[str, Any]) -
     data["machine"] = meta
     data[section] = payload
     write_json_atomic(path, data)
+
+
+def gpu_results_path(script: str, out: Any = None) -> str:
+    """Exit unless a GPU and a CUDA build of svdlora are present; the results file to write
+    (``out``, or bench/results/<gpu model>.json)."""
+    import sys
+
+    import torch
+
+    import svdlora
+    if not (torch.cuda.is_available() and svdlora.build_info()["cuda"]):
+        sys.exit(f"{script} needs a GPU and a CUDA build of svdlora")
+    gpu = torch.cuda.get_device_name().split()[-1].lower().replace("/", "-")
+    return out or os.path.join(os.path.dirname(__file__), "results", f"{gpu}.json")

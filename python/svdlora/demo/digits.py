@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import spectral
-from ..model import count_parameters, freeze_all_but_adapters, merge
+from ..model import count_parameters, freeze_all_but_adapters
 from ..nn import SVDLoRALinear
 
 HIDDEN = 256
