@@ -22,8 +22,6 @@ from bench_rsvd_cuda import PEAKS  # noqa: E402
 from common import gpu_results_path, machine, merge_section  # noqa: E402
 
 
-
-
 def hbm_bound_seconds(N: int, D: int, K: int, element_size: int) -> float:
     name = torch.cuda.get_device_name()
     bandwidth = next((bw for key, (_, bw) in PEAKS.items() if key in name), float("nan"))
