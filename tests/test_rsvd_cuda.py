@@ -45,8 +45,9 @@ def test_accuracy_bar(dtype, shape, spec, k):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16] if torch else [])
 def test_low_precision_input_read_in_place(dtype):
-    A = cuda_matrix((1024, 768), "i^-1", dtype)
+    A = cuda_matrix((4096, 2048), "i^-1", dtype)
     k = 32
+    svdlora.rsvd(A, k, seed=0)  # warm-up: cuBLAS allocates its workspace on first use
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -56,7 +57,8 @@ def test_low_precision_input_read_in_place(dtype):
     assert S.dtype == torch.float32
     # the optimum of the matrix as stored (its bf16/fp16 values are exact)
     assert reconstruction_error(A, U, S, Vh) <= 1.01 * optimal_error(A, k)
-    assert peak < A.numel() * 4 / 2, "an fp32 copy of A was made"
+    # thin panels only: far below one fp32 copy of A (4 bytes per entry)
+    assert peak < A.numel() * 4 / 4, "an fp32-sized copy of A was made"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -24,10 +24,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cusolver_gesvdr(const at::Tensor&
               short_side);
   TORCH_CHECK(n_iter >= 0, "svdlora.cusolver_gesvdr: n_iter must be >= 0");
   c10::cuda::CUDAGuard guard(A.device());
-  // Column-major: the row-major m x n A is the column-major n x m A^T, which gesvdr factorises
-  // (and overwrites, hence the copy): A^T = U' S V'^T, so A = V' S U'^T.
-  at::Tensor work = A.contiguous().clone();
-  const int64_t rows = n, cols = m;
+  // cuSOLVER is column-major and gesvdr wants a tall matrix.  A row-major buffer of X is the
+  // column-major X^T, so hand it A^T's buffer for a tall A and A's own for a wide one:
+  //   tall (m >= n): column-major A (m x n) = U S V^T  -> U = U', Vh = V'^T
+  //   wide (m <  n): column-major A^T (n x m) = U' S V'^T, so A = V' S U'^T.
+  const bool tall = m >= n;
+  const int64_t rows = tall ? m : n, cols = tall ? n : m;
+  // gesvdr overwrites its input: always work on a copy.
+  at::Tensor work = tall ? A.mT().clone(at::MemoryFormat::Contiguous)
+                         : A.clone(at::MemoryFormat::Contiguous);
   const cudaDataType type = A.scalar_type() == at::kFloat ? CUDA_R_32F : CUDA_R_64F;
   at::Tensor S = at::empty({short_side}, A.options());
   // gesvdr's U and V buffers are full size (one of its documented costs).
@@ -44,18 +49,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cusolver_gesvdr(const at::Tensor&
         "cusolverDnXgesvdr_bufferSize");
   at::Tensor device_work = at::empty({static_cast<int64_t>(device_bytes)},
                                      A.options().dtype(at::kByte));
-  std::vector<char> host_work(host_bytes);
+  thread_local std::vector<char> host_work;  // must outlive the call
+  if (host_work.size() < host_bytes) host_work.resize(host_bytes);
   check(cusolverDnXgesvdr(handle, params, 'S', 'S', rows, cols, rank, oversample, n_iter, type,
                           work.data_ptr(), rows, type, S.data_ptr(), type, Ubuf.data_ptr(), rows,
                           type, Vbuf.data_ptr(), cols, type, device_work.data_ptr(), device_bytes,
                           host_bytes ? host_work.data() : nullptr, host_bytes,
                           info.data_ptr<int>()),
         "cusolverDnXgesvdr");
-  // gesvdr is a blocking call when it needs host workspace; the host vector outlives it here
-  // because the benchmark synchronises before timing anyway.
-  // Column j of the column-major U' is row j of Ubuf: U'^T (rank x n) is A's Vh, V'^T its U^T.
-  at::Tensor Vh = Ubuf.narrow(0, 0, rank).contiguous();
-  at::Tensor U = Vbuf.narrow(0, 0, rank).mT().contiguous();
+  // Row j of a row-major view of a column-major buffer is column j: the singular vectors.
+  at::Tensor left_vectors = Ubuf.narrow(0, 0, rank);   // (rank, rows): U'^T
+  at::Tensor right_vectors = Vbuf.narrow(0, 0, rank);  // (rank, cols): V'^T
+  at::Tensor U = (tall ? left_vectors : right_vectors).mT().contiguous();
+  at::Tensor Vh = (tall ? right_vectors : left_vectors).contiguous();
   return {U, S.narrow(0, 0, rank).contiguous(), Vh};
 }
 

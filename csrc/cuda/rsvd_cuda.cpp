@@ -5,7 +5,7 @@
 // never reads device data on the host, so it can be captured in a CUDA graph; the adaptive op
 // reads one number per block (its stopping rule and output shape depend on the data).
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -49,14 +49,29 @@ struct CudaBackend {
   int64_t rows() const { return A.size(-2); }
   int64_t cols() const { return A.size(-1); }
 
-  // ||A - l r^T||^2 = ||A||^2 - 2 l^T A r + ||l||^2 ||r||^2, without a float copy of A.
+  // ||A - l r^T||^2 = ||A||^2 - 2 l^T A r + ||l||^2 ||r||^2 (2-D A: the adaptive mode),
+  // accumulated in float64 over row blocks so no full-size float copy of A is ever made.
   double squared_frobenius() const {
-    const double norm = at::linalg_vector_norm(A, 2, {}, false, at::kDouble).item<double>();
-    if (!left) return norm * norm;
-    at::Tensor Ar = multiply(A, false, right->unsqueeze(-1), 3).squeeze(-1);
-    const double cross = (*left * Ar).sum().item<double>();
-    const double ll = left->square().sum().item<double>(), rr = right->square().sum().item<double>();
-    return std::max(norm * norm - 2 * cross + ll * rr, 0.0);
+    const int64_t M = A.size(-2), N = A.size(-1);
+    const int64_t block = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(N, 1));
+    at::Tensor total = at::zeros({}, A.options().dtype(at::kDouble));
+    at::Tensor cross = at::zeros({}, A.options().dtype(at::kDouble));
+    std::optional<at::Tensor> r64;
+    if (right) r64 = right->to(at::kDouble);
+    for (int64_t start = 0; start < M; start += block) {
+      at::Tensor rows = A.narrow(-2, start, std::min(block, M - start)).to(at::kDouble);
+      total.add_(rows.square().sum());
+      if (left) {
+        at::Tensor l64 = left->narrow(-1, start, rows.size(-2)).to(at::kDouble);
+        cross.add_((l64 * at::matmul(rows, *r64)).sum());
+      }
+    }
+    double value = total.item<double>();
+    if (left) {
+      value += -2 * cross.item<double>() +
+               left->to(at::kDouble).square().sum().item<double>() * r64->square().sum().item<double>();
+    }
+    return std::max(value, 0.0);
   }
 };
 

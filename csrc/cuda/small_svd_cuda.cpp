@@ -4,8 +4,12 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/util/Exception.h>
 
+#include <limits>
 #include <vector>
 
 #include "cuda/handles.h"
@@ -21,6 +25,9 @@ std::tuple<at::Tensor, at::Tensor> symmetric_eig(const at::Tensor& G) {
   // cuSOLVER overwrites its input with the eigenvectors (column-major).
   at::Tensor work = G.reshape({-1, l, l}).clone(at::MemoryFormat::Contiguous);
   const int64_t batch = work.size(0);
+  TORCH_CHECK(l * l * batch <= std::numeric_limits<int32_t>::max(),
+              "svdlora: batch of ", batch, " sketches of width ", l, " exceeds cuSOLVER's "
+              "batched eigensolver limit; split the batch");
   at::Tensor values = at::empty({batch, l}, G.options());
   at::Tensor info = at::empty({batch}, G.options().dtype(at::kInt));
   cusolverDnHandle_t handle = solver_handle();
@@ -33,8 +40,12 @@ std::tuple<at::Tensor, at::Tensor> symmetric_eig(const at::Tensor& G) {
         "cusolverDnXsyevBatched_bufferSize");
   at::Tensor device_work =
       at::empty({static_cast<int64_t>(device_bytes)}, G.options().dtype(at::kByte));
-  // cuSOLVER documents a host workspace for some sizes; it must outlive the (asynchronous)
-  // call, so it is kept per thread rather than on this stack frame.
+  // cuSOLVER documents a host workspace for some sizes; it must outlive the call, so it is kept
+  // per thread rather than on this stack frame.  Host work cannot be captured in a CUDA graph.
+  TORCH_CHECK(host_bytes == 0 || c10::cuda::currentStreamCaptureStatusMayInitCtx() ==
+                                     c10::cuda::CaptureStatus::None,
+              "svdlora: cuSOLVER needs host workspace for this size, which CUDA-graph capture "
+              "cannot record");
   thread_local std::vector<char> host_work;
   if (host_work.size() < host_bytes) host_work.resize(host_bytes);
   check(cusolverDnXsyevBatched(handle, params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, l,
@@ -57,11 +68,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> small_svd(const at::Tensor& Q, co
   const at::ScalarType dtype = Q.scalar_type();
   at::Tensor B64 = Bt.to(at::kDouble);                       // (..., N, l)
   at::Tensor gram = at::matmul(B64.mT(), B64);               // B B^T, (..., l, l)
-  auto [W, values] = symmetric_eig(gram);
-  at::Tensor Wk = W.flip({-1}).narrow(-1, 0, k);             // descending order
-  at::Tensor S = values.flip({-1}).narrow(-1, 0, k).clamp_min(0).sqrt();
+  at::Tensor W = std::get<0>(symmetric_eig(gram));
+  at::Tensor Wk = W.flip({-1}).narrow(-1, 0, k);             // top k by eigenvalue
+  // sigma_i = ||B^T w_i|| is accurate to eps * sigma_1, where sqrt(eigenvalue) is only good to
+  // sqrt(eps) * sigma_1; re-sort by it (on the device: no host read).
+  at::Tensor V = at::matmul(B64, Wk);                        // (..., N, k), columns sigma_i v_i
+  at::Tensor S = V.square().sum(-2).sqrt();
+  at::Tensor order = S.argsort(-1, /*descending=*/true);
+  S = S.gather(-1, order);
+  Wk = Wk.gather(-1, order.unsqueeze(-2).expand_as(Wk));
+  V = V.gather(-1, order.unsqueeze(-2).expand_as(V));
+  // Unit columns before orthonormalising, so the full-rank nudge is small relative to each
+  // vector rather than to the largest; zero columns stay zero and get completed.
+  V = V * at::where(S > 0, S.reciprocal(), at::zeros_like(S)).unsqueeze(-2);
   at::Tensor U = at::matmul(Q.to(at::kDouble), Wk).to(dtype);
-  at::Tensor Vh = orth(at::matmul(B64, Wk), dtype).mT();    // columns sigma_i v_i, normalised
+  at::Tensor Vh = orth(V, dtype).mT();
   return {U, S.to(dtype), Vh};
 }
 
