@@ -16,12 +16,15 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from conftest import matrix_with_spectrum, spectrum, optimal_error, reconstruction_error, orthonormality_defect
+from conftest import (matrix_with_spectrum, optimal_error, orthonormality_defect,  # noqa: E402
+                      reconstruction_error, spectrum)
+
 
 def noise(m, l):
     idx = np.arange(m*l, dtype=np.float64).reshape(m, l)
     v = np.sin(idx*12.9898 + 78.233)*43758.5453
     return v - np.trunc(v)
+
 
 def sweeps(m, l, unit, shift):
     rm, rl = math.sqrt(m), math.sqrt(l)
@@ -30,6 +33,7 @@ def sweeps(m, l, unit, shift):
     while n < 8 and math.sqrt(sigma*sigma+shift)/sigma > 1e6:
         sigma = sigma/math.sqrt(sigma*sigma+shift); n += 1
     return max(n, 1)
+
 
 def orth(Y, prec):
     m, l = Y.shape
@@ -46,6 +50,7 @@ def orth(Y, prec):
         Z = np.linalg.solve(R.T, Z.T).T
     return Z.astype(prec), ns
 
+
 def small_svd(Q, Bt, k, prec):
     B64 = Bt.astype(np.float64)
     G = B64.T@B64
@@ -58,6 +63,7 @@ def small_svd(Q, Bt, k, prec):
     U = (Q.astype(np.float64)@Wk).astype(prec)
     Vh = orth(V, prec)[0].T
     return U, S.astype(prec), Vh
+
 
 def rsvd(A, k, p=10, q=None, prec=np.float32):
     A = A.astype(prec)
@@ -92,6 +98,8 @@ for prec in (np.float32, np.float64):
                 worst[key] = (max(worst.get(key, (0, 0))[0], r), max(worst.get(key, (0, 0))[1], d))
                 if r > 1.01 and not (prec == np.float32 and spec == "exp(-i/20)"):
                     print("FAIL", prec.__name__, m, n, spec, k, r, d)
+
+
 print("worst err/opt, orth defect:", worst)
 for true_rank in (1, 3, 7):
     rng = np.random.default_rng(true_rank)
@@ -99,16 +107,22 @@ for true_rank in (1, 3, 7):
     for prec, rel in ((np.float64, 1e-10), (np.float32, 1e-4)):
         U, S, Vh = rsvd(A, 12, prec=prec)
         print("rank-def", true_rank, prec.__name__, int((S > rel*S[0]).sum()), orthonormality_defect(U), orthonormality_defect(Vh.T), reconstruction_error(A, U, S, Vh)/np.linalg.norm(A))
+
+
 for prec in (np.float32, np.float64):
     U, S, Vh = rsvd(np.zeros((60, 40)), 5, prec=prec)
     print("zero", prec.__name__, np.isfinite(U).all(), S.max(), orthonormality_defect(U))
+
+
 print("sweeps fp32 (11008,266):", sweeps(11008, 266, np.finfo(np.float32).eps, 11*(11008*266+266*267)*2.2e-16), "fp64:", sweeps(11008, 266, 2.2e-16, 11*(11008*266+266*267)*2.2e-16), "fp64 square 300:", sweeps(300, 300, 2.2e-16, 11*(300*300+300*301)*2.2e-16))
+
 
 def bf16(x):
     x = np.asarray(x, np.float32)
     u = x.view(np.uint32).astype(np.uint64)
     u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16   # round to nearest even
     return u.astype(np.uint32).view(np.float32)
+
 
 def mult(A, X, terms):   # A holds bf16 values; fp32 accumulate of pieces
     rest = X.astype(np.float32); out = np.zeros((A.shape[0], X.shape[1]), np.float64)
@@ -117,6 +131,7 @@ def mult(A, X, terms):   # A holds bf16 values; fp32 accumulate of pieces
         out += A.astype(np.float64)@piece.astype(np.float64)
         rest = rest - piece
     return out.astype(np.float32)
+
 
 def rsvd_bf16(A, k, p=10):
     m, n = A.shape; T = A; l = k+p
