@@ -46,6 +46,9 @@ def main(rank: int, world: int, out: str) -> None:
     nn.functional.mse_loss(ddp(x[shard]), y[shard]).backward()
     if rank == 0:
         np.savez(out, **{k.replace("module.", ""): v for k, v in grads(ddp.module).items()})
+    # Tear down together: a rank that destroys its group while the other still works makes
+    # gloo's connection threads abort the other process ("terminate called ...").
+    dist.barrier()
     dist.destroy_process_group()
 
 
