@@ -156,6 +156,18 @@ def test_missing_extra_names_it(tmp_path, noise_with_spike):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_spectrum_of_zero_and_tiny_matrices_has_no_fit_but_no_error(tmp_path):
+    np.savez(tmp_path / "w.npz", zero=np.zeros((20, 30), np.float32),
+             one=np.full((1, 1), 3.0), rank1=np.outer(np.arange(1, 21), np.ones(30)))
+    proc = run_cli("spectrum", tmp_path / "w.npz", "--json", tmp_path / "s.json")
+    rows = {r["name"]: r for r in json.loads((tmp_path / "s.json").read_text())}
+    assert rows["zero"]["mp_sigma"] is None and rows["zero"]["outliers"] is None
+    assert rows["rank1"]["mp_sigma"] is None
+    assert rows["one"]["outliers"] == 0
+    zero_line = next(line for line in proc.stdout.splitlines() if line.startswith("zero"))
+    assert " - " in zero_line
+
+
 # ----------------------------------------------------------------------------- compare
 
 
@@ -179,6 +191,17 @@ def test_compare_counts_intruders(tmp_path):
         expected = spectral.intruder_dimensions(base[name], tuned[name].astype(np.float32), 10, 0.5)
         assert rows[name]["intruders"] == expected
     assert "total intruder dimensions" in proc.stdout
+
+
+def test_compare_skips_tensors_smaller_than_k(tmp_path):
+    rng = np.random.default_rng(0)
+    base = {"big": rng.standard_normal((40, 30)), "tiny": rng.standard_normal((2, 30))}
+    np.savez(tmp_path / "a.npz", **base)
+    np.savez(tmp_path / "b.npz", **base)
+    proc = run_cli("compare", tmp_path / "a.npz", tmp_path / "b.npz", "--json", tmp_path / "c.json")
+    rows = json.loads((tmp_path / "c.json").read_text())
+    assert [r["name"] for r in rows] == ["big"] and rows[0]["intruders"] == 0
+    assert "skipped" in proc.stderr and "tiny" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- demo
@@ -235,6 +258,22 @@ def files(tmp_path):
         pickle.dump({"weight": [1.0, 2.0]}, f)
     (tmp_path / "short.safetensors").write_bytes(b"\x01\x02")
     (tmp_path / "dir.npy").mkdir()
+    (tmp_path / "outdir.npz").mkdir()
+    np.save(tmp_path / "quad.npy", np.ones((3, 3), np.longdouble))
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with open(tmp_path / "archive.npy", "wb") as f:
+        np.savez(f, a=np.ones((3, 3)))
+    for name, header in {
+            "offsets": {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": ["a", "b"]}},
+            "floats": {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0.5, 16.5]}},
+            "dtype": {"w": {"dtype": ["F32"], "shape": [2, 2], "data_offsets": [0, 16]}},
+            "huge": {"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}},
+            "fshape": {"w": {"dtype": "F32", "shape": [2.5, 2], "data_offsets": [0, 16]}}}.items():
+        blob = json.dumps(header).encode()
+        (tmp_path / f"{name}.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob
+                                                       + bytes(16))
+    nested = b"[" * 100000 + b"]" * 100000
+    (tmp_path / "nested.safetensors").write_bytes(struct.pack("<Q", len(nested)) + nested)
     return tmp_path
 
 
@@ -268,7 +307,20 @@ BAD_CALLS = [
     (("compare", "{d}/two.npz", "{d}/two.npz", "--k", 4), "--k"),
     (("compare", "{d}/two.npz", "{d}/two.npz", "--eps", 0), "--eps"),
     (("compare", "{d}/two.npz", "{d}/model.safetensors"), "not a safetensors file"),
+    (("svd", "{d}/m.npy", "-k", 2, "-o", "{d}/outdir.npz"), "is a directory"),
+    (("svd", "{d}/m.npy", "-k", 2, "--n-iter", 10**9, "-o", "{d}/o.npz"), "--n-iter"),
+    (("svd", "{d}/quad.npy", "-k", 2, "-o", "{d}/o.npz"), "float16/bfloat16/float32/float64"),
+    (("svd", "{d}/archive.npy", "-k", 2, "-o", "{d}/o.npz"), "not an .npy file"),
+    (("spectrum", "{d}/broken.npz"), "cannot read"),
+    (("spectrum", "{d}/quad.npy"), "no 2-D floating-point"),
+    (("spectrum", "{d}/offsets.safetensors"), "malformed header"),
+    (("spectrum", "{d}/floats.safetensors"), "malformed header"),
+    (("spectrum", "{d}/dtype.safetensors"), "malformed header"),
+    (("spectrum", "{d}/fshape.safetensors"), "malformed header"),
+    (("spectrum", "{d}/huge.safetensors"), "inconsistent offsets"),
+    (("spectrum", "{d}/nested.safetensors"), "cannot read"),
     (("demo", "--out", "{d}/m.npy"), "not a directory"),
+    (("demo", "--out", ""), "--out"),
     (("frobnicate",), "invalid choice"),
 ]
 
@@ -284,3 +336,20 @@ def test_bad_input_exits_2_with_one_line(files, args, message):
     assert message in err
     assert err.startswith("svdlora")
     assert not (files / "o.npz").exists()
+
+
+def test_output_equal_to_input_is_refused_and_the_input_kept(tmp_path):
+    A = low_rank_plus_noise(20, 30)
+    np.savez(tmp_path / "a.npz", A=A)
+    proc = run_cli("svd", tmp_path / "a.npz", "-k", 2, "-o", tmp_path / "a.npz", check_exit=2)
+    assert "is the input file" in proc.stderr
+    with np.load(tmp_path / "a.npz") as f:
+        assert np.array_equal(f["A"], A)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    np.save(tmp_path / "m.npy", low_rank_plus_noise(20, 30))
+    run_cli("svd", tmp_path / "m.npy", "-k", 2, "-o", tmp_path / "o.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "o.npz").stat().st_mode & 0o777 == 0o666 & ~umask

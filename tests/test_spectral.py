@@ -45,7 +45,23 @@ def test_fit_on_pure_noise_matches_simulation(pure_noise_spectrum):
     assert (fit.lower, fit.upper) == pytest.approx(
         spectral.marchenko_pastur_edges(m, n, SIGMA), rel=0.02)
     assert fit.outliers.size == 0
-    assert fit.threshold > fit.upper
+    assert len(fit) == 4  # the contract: MPFit(sigma, lower, upper, outliers)
+    threshold = spectral.outlier_threshold(m, n, fit.sigma)
+    assert fit.upper < threshold < 1.01 * fit.upper
+    assert spectral.outlier_threshold(m, n, fit.sigma, tw_margin=None) == fit.upper
+
+
+def test_outlier_threshold_false_positive_rate_on_pure_noise():
+    # the TW margin is TW1's 99th percentile: spurious outliers in few pure-noise draws,
+    # where the bare asymptotic edge is crossed much more often
+    m, n = 200, 400
+    with_margin = bare = 0
+    for seed in range(60):
+        S = spectral.singular_values(spiked_noise(m, n, 0.0, seed=100 + seed))
+        with_margin += spectral.fit_marchenko_pastur(S, m, n).outliers.size > 0
+        bare += spectral.fit_marchenko_pastur(S, m, n, tw_margin=None).outliers.size > 0
+    assert with_margin <= 4
+    assert bare > with_margin
 
 
 def test_density_matches_simulated_histogram(pure_noise_spectrum):
@@ -161,17 +177,42 @@ def test_null_space_vectors_of_a_low_rank_update_are_not_intruders():
         assert report.subspace_overlap == pytest.approx(1.0)
 
 
-def test_intruders_use_randomized_svd_for_large_matrices():
-    W0 = decaying_matrix(600, 700, seed=5)
-    rng = np.random.default_rng(6)
-    W1 = W0 + 2.0 * np.outer(unit(rng, 600), unit(rng, 700))
+def test_top_singular_vectors_use_randomized_svd_for_large_matrices(monkeypatch):
+    W1 = decaying_matrix(600, 700, seed=5)
+    calls = []
+    real_rsvd = spectral.rsvd
+    monkeypatch.setattr(spectral, "rsvd", lambda *a, **k: calls.append(1) or real_rsvd(*a, **k))
     U_r, S_r = spectral.top_singular_vectors(W1, 10)
+    assert calls == [1]
     S_full = np.linalg.svd(W1, compute_uv=False)[:10]
     # randomized (default q) on an i^-1 tail: values to ~1e-4 relative, the top exact-ish
     assert np.allclose(S_r, S_full, rtol=1e-3)
     assert S_r[0] == pytest.approx(S_full[0], rel=1e-9)
     assert np.allclose(U_r.T @ U_r, np.eye(10), atol=1e-10)
-    assert spectral.intruder_report(W0, W1).indices.tolist() == [0]
+
+
+def test_a_matrix_has_no_intruders_against_itself_even_with_a_flat_spectrum():
+    # close top singular values: only exact singular vectors give |cos| = 1 here
+    W = np.random.default_rng(7).standard_normal((600, 800))
+    report = spectral.intruder_report(W, W)
+    assert report.count == 0 and report.max_cosines.min() > 0.999
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_intruders_of_low_precision_tensors(dtype):
+    torch = pytest.importorskip("torch")
+    W0 = decaying_matrix(200, 150, seed=0)
+    rng = np.random.default_rng(2)
+    W1 = W0 + 3.0 * np.outer(unit(rng, 200), unit(rng, 150))
+    t = getattr(torch, dtype)
+    report = spectral.intruder_report(torch.from_numpy(W0).to(t), torch.from_numpy(W1).to(t))
+    assert report.examined == 10
+    assert report.count >= 1 and report.indices[0] == 0
+
+
+def test_one_by_one_matrix():
+    fit = spectral.fit_marchenko_pastur([3.0], 1, 1)
+    assert fit.upper == pytest.approx(2 * fit.sigma) and fit.outliers.size == 0
 
 
 def test_effective_rank():
@@ -201,12 +242,16 @@ def test_torch_inputs_match_numpy():
     (lambda: spectral.fit_marchenko_pastur(np.ones(5), 10, 20), ValueError, "S must hold all"),
     (lambda: spectral.fit_marchenko_pastur(-np.ones(10), 10, 20), ValueError, "non-negative"),
     (lambda: spectral.fit_marchenko_pastur(np.zeros(10), 10, 20), ValueError, "median"),
+    (lambda: spectral.fit_marchenko_pastur(np.r_[1.0, np.zeros(9)], 10, 20), ValueError, "median"),
+    (lambda: spectral.fit_marchenko_pastur(np.ones(10), 10, 20, tw_margin=float("nan")),
+     ValueError, "tw_margin"),
     (lambda: spectral.fit_marchenko_pastur([1.0, np.nan], 2, 3), ValueError, "NaN"),
     (lambda: spectral.fit_marchenko_pastur(np.ones((2, 2)), 2, 2), ValueError, "1-D"),
     (lambda: spectral.marchenko_pastur_edges(0, 5), ValueError, "m must be"),
     (lambda: spectral.marchenko_pastur_edges(5, 5, -1.0), ValueError, "sigma"),
     (lambda: spectral.marchenko_pastur_edges(5.5, 5), TypeError, "m must be an int"),
-    (lambda: spectral.spike_singular_value(float("inf"), 5, 5), TypeError, "theta"),
+    (lambda: spectral.spike_singular_value(float("inf"), 5, 5), ValueError, "theta"),
+    (lambda: spectral.spike_singular_value("1", 5, 5), TypeError, "theta"),
     (lambda: spectral.effective_rank(np.zeros(3)), ValueError, "positive sum"),
     (lambda: spectral.effective_rank(["a"]), TypeError, "S must hold real"),
     (lambda: spectral.intruder_report(np.eye(4), np.eye(5)), ValueError, "W1 must have the shape"),

@@ -49,4 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `svdlora spectrum ... | head`
         return 0
+    except OSError as exc:  # last resort: an I/O failure not anticipated above
+        message = " ".join(str(exc).split())
+        print(f"svdlora {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return 0

@@ -23,17 +23,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("base", metavar="BASE", help="pretrained weights (.safetensors/.npz/.npy)")
     p.add_argument("finetuned", metavar="FINETUNED", help="fine-tuned weights, same names/shapes")
     p.add_argument("-k", "--k", dest="k", type=int, default=10,
-                   help="top singular vectors examined (default 10)")
+                   help="top singular vectors examined (default 10); tensors with fewer rows "
+                        "or columns are skipped")
+    p.add_argument("--tensor", action="append", default=None, metavar="NAME",
+                   help="only this tensor (repeatable); default: every shared 2-D tensor")
     p.add_argument("--eps", type=float, default=0.5, help="cosine threshold (default 0.5)")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the table as JSON")
     p.set_defaults(run=run)
 
 
-def paired_matrices(base: TensorFile, tuned: TensorFile) -> List[str]:
-    """Names of the 2-D tensors in both files; shapes must agree."""
-    base_names = set(base.matrices())
-    tuned_names = set(tuned.matrices())
-    common = [n for n in base.matrices() if n in tuned_names]
+def paired_matrices(base: TensorFile, tuned: TensorFile, names=None) -> List[str]:
+    """Names of the 2-D tensors in both files (or the requested ones); shapes must agree."""
+    base_names = set(base.matrices(names))
+    tuned_names = set(tuned.matrices(names))
+    common = [n for n in base.matrices(names) if n in tuned_names]
     if not common:
         raise UsageError(f"FINETUNED: no 2-D tensor name is shared with BASE ({base.path} vs "
                          f"{tuned.path})")
@@ -48,13 +51,20 @@ def paired_matrices(base: TensorFile, tuned: TensorFile) -> List[str]:
     return common
 
 
+def _finite_or_none(value: float):
+    return value if np.isfinite(value) else None  # strict JSON has no NaN/Infinity
+
+
 def compare_matrix(name: str, W0: np.ndarray, W1: np.ndarray, k: int, eps: float) -> Dict[str, Any]:
     report = spectral.intruder_report(W0, W1, k, eps)
     base_norm = float(np.linalg.norm(W0))
-    change = float(np.linalg.norm(W1 - W0)) / base_norm if base_norm > 0 else float("inf")
+    change = float(np.linalg.norm(W1 - W0)) / base_norm if base_norm > 0 else float("nan")
+    examined = report.max_cosines[:report.examined]
     return {"name": name, "shape": list(W0.shape), "intruders": report.count,
-            "min_max_cosine": float(report.max_cosines.min()),
-            "subspace_overlap": report.subspace_overlap, "relative_change": change}
+            "examined": report.examined,
+            "min_max_cosine": _finite_or_none(float(examined.min())) if examined.size else None,
+            "subspace_overlap": _finite_or_none(report.subspace_overlap),
+            "relative_change": _finite_or_none(change)}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -66,11 +76,15 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--json: expected a .json path, got {args.json}")
     base = TensorFile(args.base, "BASE")
     tuned = TensorFile(args.finetuned, "FINETUNED")
-    names = paired_matrices(base, tuned)
-    for name in names:
-        if args.k > min(base.shape(name)):
-            raise UsageError(f"--k: {args.k} exceeds min(m, n) = {min(base.shape(name))} of "
-                             f"tensor {name!r}")
+    names = paired_matrices(base, tuned, args.tensor)
+    small = [n for n in names if min(base.shape(n)) < args.k]
+    names = [n for n in names if n not in small]
+    if not names:
+        raise UsageError(f"--k: {args.k} exceeds min(m, n) of every shared tensor")
+    if small:
+        print(f"note: {len(small)} tensor(s) with fewer than k={args.k} rows or columns are "
+              f"skipped ({', '.join(small[:3])}{', ...' if len(small) > 3 else ''})",
+              file=sys.stderr)
     results = []
     for name in progress(names, total=len(names), desc="intruders"):
         W0, W1 = base.load(name), tuned.load(name)
@@ -78,8 +92,11 @@ def run(args: argparse.Namespace) -> None:
             if not np.isfinite(W).all():
                 raise UsageError(f"{role}: tensor {name!r} contains NaN or Inf")
         results.append(compare_matrix(name, W0, W1, args.k, args.eps))
-    rows = [(r["name"], tuple(r["shape"]), r["intruders"], r["min_max_cosine"],
-             r["subspace_overlap"], r["relative_change"]) for r in results]
+    def cell(value):
+        return "-" if value is None else value
+
+    rows = [(r["name"], tuple(r["shape"]), r["intruders"], cell(r["min_max_cosine"]),
+             cell(r["subspace_overlap"]), cell(r["relative_change"])) for r in results]
     print(format_table(["tensor", "shape", f"intruders (k={args.k}, eps={args.eps})",
                         "min max|cos|", "top-k overlap", "|dW|/|W0|"], rows))
     print(f"total intruder dimensions: {sum(r['intruders'] for r in results)} over "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 
 from .errors import UsageError, require_extra
 
@@ -21,6 +22,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if not args.out:
+        raise UsageError("--out: expected a directory path")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out: {args.out} exists and is not a directory")
     for module in ("tqdm", "matplotlib", "sklearn", "PIL"):
@@ -29,6 +32,11 @@ def run(args: argparse.Namespace) -> None:
     if not HAS_COMPILED:
         raise UsageError("svdlora demo needs torch and the compiled core; install the 'demo' "
                          "extra (pip install 'svdlora[demo]') and rebuild svdlora")
-    os.makedirs(args.out, exist_ok=True)
+    try:  # fail now, not after the whole run, if the figures cannot be written
+        os.makedirs(args.out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write into {args.out}: {exc.strerror or exc}") from None
     from ..demo import run_demo
     run_demo(args.out, quick=args.quick)

@@ -16,8 +16,10 @@ import matplotlib.pyplot as plt  # noqa: E402  (after selecting the backend)
 
 
 def save_figure(fig, path: str, role: str = "--plot") -> None:
-    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), role)
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), role)
+    finally:
+        plt.close(fig)
 
 
 def grid(count: int, panel: float = 2.6):
@@ -36,10 +38,12 @@ def plot_spectra(results: List[Dict[str, Any]], path: str) -> None:
     for ax, r in zip(axes, results):
         S, (m, n) = r["singular_values"], r["shape"]
         ax.hist(S, bins=min(60, max(10, S.size // 8)), density=True, color="0.7")
-        x = np.linspace(0, max(S.max(), r["bulk_edge"]) * 1.02, 400)
-        ax.plot(x, spectral.marchenko_pastur_pdf(x, m, n, r["mp_sigma"]), "r-", lw=1)
-        ax.axvline(r["outlier_threshold"], color="b", ls=":", lw=0.8)
-        ax.set_title(f"{r['name']}\n{m}x{n}, {r['outliers']} outliers", fontsize=6)
+        if r["mp_sigma"] is not None:
+            x = np.linspace(0, max(S.max(), r["bulk_edge"]) * 1.02, 400)
+            ax.plot(x, spectral.marchenko_pastur_pdf(x, m, n, r["mp_sigma"]), "r-", lw=1)
+            ax.axvline(r["outlier_threshold"], color="b", ls=":", lw=0.8)
+        outliers = "no MP fit" if r["outliers"] is None else f"{r['outliers']} outliers"
+        ax.set_title(f"{r['name']}\n{m}x{n}, {outliers}", fontsize=6)
         ax.tick_params(labelsize=5)
     fig.tight_layout()
     save_figure(fig, path)

@@ -29,17 +29,23 @@ def add_parser(subparsers) -> None:
 
 
 def analyze(name: str, W: np.ndarray, top: int = 3) -> Dict[str, Any]:
-    """One row of the spectrum table (plus the singular values, for plotting)."""
+    """One row of the spectrum table (plus the singular values, for plotting).  A matrix with
+    no noise bulk to fit (zero, or rank far below min(m, n)) gets None in the MP columns."""
     m, n = W.shape
     S = spectral.singular_values(W)
-    fit = spectral.fit_marchenko_pastur(S, m, n)
-    return {
-        "name": name, "shape": [m, n], "mp_sigma": fit.sigma, "bulk_edge": fit.upper,
-        "outlier_threshold": fit.threshold, "outliers": int(fit.outliers.size),
-        "effective_rank": spectral.effective_rank(S) if S.sum() > 0 else 0.0,
-        "top_singular_values": [float(s) for s in S[:top]],
-        "singular_values": S,
-    }
+    row: Dict[str, Any] = {"name": name, "shape": [m, n], "mp_sigma": None, "bulk_edge": None,
+                           "outlier_threshold": None, "outliers": None}
+    try:
+        fit = spectral.fit_marchenko_pastur(S, m, n)
+    except ValueError:
+        pass
+    else:
+        row.update(mp_sigma=fit.sigma, bulk_edge=fit.upper, outliers=int(fit.outliers.size),
+                   outlier_threshold=spectral.outlier_threshold(m, n, fit.sigma))
+    row["effective_rank"] = spectral.effective_rank(S) if S.sum() > 0 else 0.0
+    row["top_singular_values"] = [float(s) for s in S[:top]]
+    row["singular_values"] = S
+    return row
 
 
 def analyze_file(tensors: TensorFile, names: Optional[List[str]], top: int) -> List[Dict[str, Any]]:
@@ -54,9 +60,12 @@ def analyze_file(tensors: TensorFile, names: Optional[List[str]], top: int) -> L
 
 
 def print_table(results: List[Dict[str, Any]], *, markdown: bool = False) -> str:
-    rows = [(r["name"], tuple(r["shape"]), r["mp_sigma"], r["bulk_edge"], r["outliers"],
-             r["effective_rank"], ", ".join(f"{s:.4g}" for s in r["top_singular_values"]))
-            for r in results]
+    def cell(value):
+        return "-" if value is None else value
+
+    rows = [(r["name"], tuple(r["shape"]), cell(r["mp_sigma"]), cell(r["bulk_edge"]),
+             cell(r["outliers"]), r["effective_rank"],
+             ", ".join(f"{s:.4g}" for s in r["top_singular_values"])) for r in results]
     text = format_table(["tensor", "shape", "MP sigma", "bulk edge", "outliers", "eff. rank",
                          "top singular values"], rows, markdown=markdown)
     print(text)

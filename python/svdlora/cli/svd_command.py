@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -10,6 +11,8 @@ import numpy as np
 from ..truncated_svd import ToleranceWarning, rsvd
 from .errors import UsageError
 from .tensor_files import TensorFile, require_matrix, save_npz
+
+MAX_N_ITER = 100  # far beyond any useful count; a typo like 1000000 would run for hours
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +27,8 @@ def add_parser(subparsers) -> None:
                    help="adaptive rank: smallest rank <= K with relative Frobenius error <= TOL")
     p.add_argument("--tensor", default=None, help="tensor name (needed when the file holds several)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sketch (default 0)")
-    p.add_argument("--n-iter", type=int, default=None, help="power iterations (default: automatic)")
+    p.add_argument("--n-iter", type=int, default=None,
+                   help=f"power iterations, 0..{MAX_N_ITER} (default: automatic)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output .npz file")
     p.set_defaults(run=run)
 
@@ -61,6 +65,10 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--tol: must be in (0, 1), got {args.tol}")
     if not args.output.endswith(".npz"):
         raise UsageError(f"-o: output must be a .npz file, got {args.output}")
+    if os.path.exists(args.output) and os.path.samefile(args.output, args.input):
+        raise UsageError(f"-o: {args.output} is the input file; choose another output")
+    if args.n_iter is not None and not 0 <= args.n_iter <= MAX_N_ITER:
+        raise UsageError(f"--n-iter: must be in [0, {MAX_N_ITER}], got {args.n_iter}")
     A = tensors.load(name)
     if not np.isfinite(A).all():
         raise UsageError(f"INPUT: tensor {name!r} contains NaN or Inf")
@@ -79,3 +87,6 @@ def run(args: argparse.Namespace) -> None:
     for warning in caught:
         if issubclass(warning.category, ToleranceWarning):
             print(f"note: {warning.message}")
+        else:  # not ours to swallow
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)

@@ -8,10 +8,12 @@ checkpoints (``.pt``, ``.bin``, ``.pkl``) are refused, never loaded.  Every fail
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
-from typing import Callable, Dict, List, Optional, Tuple
+import zipfile
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -23,15 +25,17 @@ _SAFETENSORS_DTYPES = {
     "BOOL": np.bool_,
 }
 _MAX_HEADER_BYTES = 100 * 2**20  # the format's own limit
+_FLOAT_NAMES = ("F64", "F32", "F16", "BF16", "float64", "float32", "float16")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 
 
 class TensorFile:
-    """Named arrays of one weight file, loaded lazily one at a time.
+    """Named arrays of one weight file.
 
-    ``names`` lists every array; ``shape(name)`` and ``dtype(name)`` come from the header
-    without reading data; ``load(name)`` returns a float32/float64 array (bfloat16 and
-    float16 are widened to float32, since numpy has no bfloat16).
+    ``names`` lists every array; ``shape(name)`` and ``dtype(name)`` come without reading
+    data; ``load(name)`` returns a float32/float64 array (bfloat16 and float16 are widened to
+    float32, since numpy has no bfloat16).  safetensors tensors are read one at a time when
+    loaded; an .npz archive is read whole when opened.
     """
 
     def __init__(self, path: str, role: str = "INPUT") -> None:
@@ -56,7 +60,8 @@ class TensorFile:
             loaders[suffix]()
         except UsageError:
             raise
-        except (OSError, ValueError, EOFError, KeyError, struct.error) as exc:
+        except (OSError, ValueError, EOFError, KeyError, struct.error, zipfile.BadZipFile,
+                RecursionError) as exc:
             raise UsageError(f"{role}: cannot read {path}: {_one_line(exc)}") from None
 
     # ------------------------------------------------------------------ formats
@@ -87,22 +92,30 @@ class TensorFile:
             self._entries[name] = self._check_entry(name, spec, data_start, data_size)
         self._kind = "safetensors"
 
-    def _check_entry(self, name: str, spec, data_start: int, data_size: int):
-        try:
-            dtype, shape, (begin, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
-            shape = tuple(int(s) for s in shape)
-        except (TypeError, KeyError, ValueError):
-            raise UsageError(f"{self.role}: {self.path}: malformed header entry for tensor "
-                             f"{name!r}") from None
+    def _check_entry(self, name: str, spec: Any, data_start: int, data_size: int):
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        malformed = UsageError(f"{self.role}: {self.path}: malformed header entry for tensor "
+                               f"{name!r}")
+        if not isinstance(spec, dict):
+            raise malformed
+        dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+        if (not isinstance(dtype, str) or not isinstance(shape, list)
+                or not all(is_int(d) and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(is_int(o) for o in offsets)):
+            raise malformed
         if dtype not in _SAFETENSORS_DTYPES:
             raise UsageError(f"{self.role}: {self.path}: tensor {name!r} has unsupported dtype "
                              f"{dtype}")
+        begin, end = offsets
         itemsize = np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
-        if (min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size
-                or end - begin != int(np.prod(shape)) * itemsize):
+        # exact integer arithmetic: a huge shape must not wrap around to a small size
+        if not 0 <= begin <= end <= data_size or end - begin != math.prod(shape) * itemsize:
             raise UsageError(f"{self.role}: {self.path}: tensor {name!r} has inconsistent "
                              "offsets (truncated or corrupt file)")
-        return shape, dtype, data_start + begin
+        return tuple(shape), dtype, data_start + begin
 
     def _open_npz(self) -> None:
         with np.load(self.path, allow_pickle=False) as archive:
@@ -114,6 +127,10 @@ class TensorFile:
 
     def _open_npy(self) -> None:
         array = np.load(self.path, allow_pickle=False, mmap_mode="r")
+        if not isinstance(array, np.ndarray):  # e.g. an .npz archive under an .npy name
+            if hasattr(array, "close"):
+                array.close()
+            raise UsageError(f"{self.role}: {self.path} is not an .npy file")
         name = os.path.splitext(os.path.basename(self.path))[0]
         self._entries = {name: (array.shape, str(array.dtype), array)}
         self._kind = "numpy"
@@ -131,8 +148,8 @@ class TensorFile:
         return self._entry(name)[1]
 
     def is_float(self, name: str) -> bool:
-        dtype = self.dtype(name)
-        return dtype in ("F64", "F32", "F16", "BF16") or dtype.startswith("float")
+        """float16/bfloat16/float32/float64 (what the analyses accept)."""
+        return self.dtype(name) in _FLOAT_NAMES
 
     def _entry(self, name: str):
         if name not in self._entries:
@@ -152,9 +169,9 @@ class TensorFile:
             array = raw
         else:
             array = np.asarray(where)
-        if array.dtype.kind != "f":
+        if array.dtype.kind != "f" or array.dtype.itemsize > 8:
             raise UsageError(f"{self.role}: tensor {name!r} in {self.path} has dtype "
-                             f"{array.dtype}; a floating-point matrix is needed")
+                             f"{array.dtype}; a float16/bfloat16/float32/float64 matrix is needed")
         return array.astype(np.float32) if array.dtype == np.float16 else np.asarray(array)
 
     def matrices(self, names: Optional[List[str]] = None) -> List[str]:
@@ -185,20 +202,28 @@ def _one_line(exc: BaseException) -> str:
 
 
 def write_atomically(path: str, write: Callable[[str], None], role: str) -> None:
-    """Write via ``write(tmp_path)`` into the target directory, then rename into place."""
+    """Write via ``write(tmp_path)`` into the target directory, then rename into place (an
+    existing file is replaced only by a complete new one)."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"{role}: directory does not exist: {directory}")
+    if os.path.isdir(path):
+        raise UsageError(f"{role}: {path} is a directory")
     suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".svdlora-", suffix=suffix, dir=directory)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".svdlora-", suffix=suffix, dir=directory)
+        os.close(fd)
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a user expects
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise UsageError(f"{role}: cannot write {path}: {_one_line(exc)}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def save_npz(path: str, arrays: Dict[str, np.ndarray], role: str = "-o") -> None:
