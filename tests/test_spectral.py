@@ -185,8 +185,9 @@ def test_top_singular_vectors_use_randomized_svd_for_large_matrices(monkeypatch)
     U_r, S_r = spectral.top_singular_vectors(W1, 10)
     assert calls == [1]
     S_full = np.linalg.svd(W1, compute_uv=False)[:10]
-    # randomized (default q) on an i^-1 tail: values to ~1e-4 relative, the top exact-ish
-    assert np.allclose(S_r, S_full, rtol=1e-3)
+    # Ritz values never exceed the true singular values; at the default q they are close
+    assert np.all(S_r <= S_full * (1 + 1e-9))
+    assert np.allclose(S_r, S_full, rtol=1e-2)
     assert S_r[0] == pytest.approx(S_full[0], rel=1e-9)
     assert np.allclose(U_r.T @ U_r, np.eye(10), atol=1e-10)
 
