@@ -12,6 +12,7 @@ from typing import Any
 from ._build_info import build_info
 from ._extension import HAS_COMPILED, MissingExtensionError, require_compiled
 from ._results import PCAResult, SVDResult
+from . import spectral
 from .many import rsvd_many
 from .truncated_svd import ToleranceWarning, pca, rsvd
 
@@ -44,5 +45,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'svdlora' has no attribute {name!r}")
 
 
-__all__ = ["rsvd", "rsvd_many", "pca", "SVDResult", "PCAResult", "ToleranceWarning", "build_info",
+__all__ = ["rsvd", "rsvd_many", "pca", "spectral", "SVDResult", "PCAResult", "ToleranceWarning", "build_info",
            "MissingExtensionError", "__version__", *_TORCH_API]
