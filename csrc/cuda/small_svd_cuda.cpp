@@ -18,9 +18,10 @@
 namespace svdlora::cuda {
 namespace {
 
-// Eigen-decomposition of a batch of symmetric float64 matrices G (..., l, l): eigenvectors as
-// columns and eigenvalues, both ascending.
-std::tuple<at::Tensor, at::Tensor> symmetric_eig(const at::Tensor& G) {
+// Eigenvectors (as columns, by ascending eigenvalue) of a batch of symmetric float64 matrices
+// G (..., l, l).  The eigenvalues are not returned: the singular values are taken from the
+// vectors (see small_svd), which is more accurate.
+at::Tensor symmetric_eigenvectors(const at::Tensor& G) {
   const int64_t l = G.size(-1);
   // cuSOLVER overwrites its input with the eigenvectors (column-major).
   at::Tensor work = G.reshape({-1, l, l}).clone(at::MemoryFormat::Contiguous);
@@ -56,9 +57,7 @@ std::tuple<at::Tensor, at::Tensor> symmetric_eig(const at::Tensor& G) {
         "cusolverDnXsyevBatched");
   // Column-major eigenvectors read row-major are the transpose.  `info` (non-convergence of
   // an fp64 symmetric solver) is not read: that would be a host sync (README, "CUDA").
-  at::Tensor vectors = work.mT();
-  std::vector<int64_t> value_sizes(G.sizes().begin(), G.sizes().end() - 1);
-  return {vectors.reshape(G.sizes()), values.reshape(value_sizes)};
+  return work.mT().reshape(G.sizes());
 }
 
 }  // namespace
@@ -68,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> small_svd(const at::Tensor& Q, co
   const at::ScalarType dtype = Q.scalar_type();
   at::Tensor B64 = Bt.to(at::kDouble);                       // (..., N, l)
   at::Tensor gram = at::matmul(B64.mT(), B64);               // B B^T, (..., l, l)
-  at::Tensor W = std::get<0>(symmetric_eig(gram));
+  at::Tensor W = symmetric_eigenvectors(gram);
   at::Tensor Wk = W.flip({-1}).narrow(-1, 0, k);             // top k by eigenvalue
   // sigma_i = ||B^T w_i|| is accurate to eps * sigma_1, where sqrt(eigenvalue) is only good to
   // sqrt(eps) * sigma_1; re-sort by it (on the device: no host read).

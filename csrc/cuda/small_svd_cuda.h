@@ -12,10 +12,10 @@ namespace svdlora::cuda {
 //
 // Through the l x l Gram matrix B B^T in float64 and cuSOLVER's batched symmetric eigensolver
 // (cusolverDnXsyevBatched, one call for the whole batch): B B^T = W diag(S^2) W^T, U = Q W,
-// and Vh = the rows of W^T B, normalised by the float64 shifted CholeskyQR3 (which also gives
-// zero singular values an orthonormal completion).  Squaring costs half the exponent range of
-// the singular values; in float64 that still resolves sigma_i / sigma_1 down to ~1e-8 -- far
-// below float32 rounding.  No QR of B^T, no gesvd (whose convergence checks read on the host).
+// S_i = ||B^T w_i|| (accurate to eps * sigma_1, where sqrt of an eigenvalue is only good to
+// sqrt(eps) * sigma_1), and Vh = the rows of W^T B, normalised by the float64 shifted
+// CholeskyQR3 (which also gives zero singular values an orthonormal completion).  No QR of B^T,
+// no gesvd (whose convergence checks read on the host).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> small_svd(const at::Tensor& Q, const at::Tensor& Bt,
                                                          int64_t k);
 

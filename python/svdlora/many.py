@@ -73,7 +73,7 @@ def rsvd_many(matrices: Sequence[Any], rank: int, *, oversample: int = DEFAULT_O
         groups[_group_key(A)].append(i)
 
     plan = []
-    for key, indices in groups.items():
+    for indices in groups.values():
         plan.extend(_chunks(indices, _nbytes(matrices[indices[0]]), max_stack_bytes))
     results: List[Optional[SVDResult]] = [None] * len(matrices)
     for chunk in _progress(plan, progress):
