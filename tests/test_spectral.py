@@ -249,6 +249,8 @@ def test_torch_inputs_match_numpy():
     (lambda: spectral.fit_marchenko_pastur([1.0, np.nan], 2, 3), ValueError, "NaN"),
     (lambda: spectral.fit_marchenko_pastur(np.ones((2, 2)), 2, 2), ValueError, "1-D"),
     (lambda: spectral.marchenko_pastur_edges(0, 5), ValueError, "m must be"),
+    (lambda: spectral.outlier_threshold(5, 5, 0.0), ValueError, "sigma"),
+    (lambda: spectral.outlier_threshold(5, 5, 1.0, tw_margin="x"), TypeError, "tw_margin"),
     (lambda: spectral.marchenko_pastur_edges(5, 5, -1.0), ValueError, "sigma"),
     (lambda: spectral.marchenko_pastur_edges(5.5, 5), TypeError, "m must be an int"),
     (lambda: spectral.spike_singular_value(float("inf"), 5, 5), ValueError, "theta"),
