@@ -37,18 +37,21 @@ def rsvd_table(section: dict) -> str:
 
 def adapter_table(section: dict) -> str:
     rows = ["| N, D=K, r, r' | dense fwd+dx ms | drop fused ms | drop unfused ms | fused/unfused | "
-            "vs dense | keep fused ms | keep unfused ms | PEFT LoRA ms | keep overhead / PEFT overhead "
+            "fused/unfused, recycling off | vs dense | keep fused ms | keep unfused ms | PEFT LoRA ms | keep overhead / PEFT overhead "
             "| saved activations fused / unfused / PEFT (MiB) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in section["configs"]:
         v = c["variants"]
         ms = {k: v[k]["time_s"] * 1e3 for k in v}
         mib = {k: v[k]["saved_activation_bytes"] / 2**20 for k in v}
         peft = f"{ms['peft_lora']:.1f}" if "peft_lora" in ms else "—"
         ratio = f"{c['keep_overhead_ratio_vs_peft']:.2f}" if "keep_overhead_ratio_vs_peft" in c else "—"
+        plain_alloc = c.get("drop_fused_vs_unfused_without_recycling")
+        plain_alloc = f"{plain_alloc:.2f}×" if plain_alloc is not None else "—"
         rows.append(
             f"| {c['N']}, {c['D']}, {c['r']}, {c['inner_rank']} | {ms['dense']:.1f} | {ms['drop_fused']:.1f} "
-            f"| {ms['drop_unfused']:.1f} | {c['drop_fused_vs_unfused']:.2f}× | {c['drop_fused_vs_dense']:.2f}× "
+            f"| {ms['drop_unfused']:.1f} | {c['drop_fused_vs_unfused']:.2f}× | {plain_alloc} "
+            f"| {c['drop_fused_vs_dense']:.2f}× "
             f"| {ms['keep_fused']:.1f} | {ms['keep_unfused']:.1f} | {peft} | {ratio} "
             f"| {mib['drop_fused']:.1f} / {mib['drop_unfused']:.1f} / {mib.get('peft_lora', float('nan')):.1f} |")
     return "\n".join(rows)

@@ -106,6 +106,50 @@ def test_bfloat16_error_within_twice_plain_bf16():
     assert err_fused <= 2 * err_plain + 1e-6
 
 
+# (N, r, r'): the core formed as an r x r matrix, and applied through its structure
+CORE_PATHS = [(64, 32, 24, False), (2048, 128, 4, True)]
+
+
+def test_core_path_choice_is_what_the_tests_assume():
+    from svdlora._extension import compiled
+    for N, r, rr, structured in CORE_PATHS:
+        assert compiled._adapter_core_is_structured(N, r, rr) is structured
+
+
+@pytest.mark.parametrize("kind", BASES)
+def test_structured_core_matches_plain_torch_reference(kind):
+    # tokens x rank large enough for the structured core; gradients against plain autograd
+    N, r, rr = 2048, 128, 4
+    U, S, Vh, X, Y = make_factors(D=160, K=144, r=r, rr=rr)
+    x = torch.randn(N // 8, 8, 144, dtype=torch.float64, requires_grad=True)
+    kw = base_args(kind, (N // 8, 8), D=160, K=144, requires_grad=True)
+    y = op(x, U, S, Vh, X, Y, 0.6, **kw)
+    y_ref = reference(x, U, S, Vh, X, Y, 0.6, **kw)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(y)
+    wrt = (x, S, X, Y, *(t for t in kw.values() if t.requires_grad))
+    for a, b in zip(torch.autograd.grad(y, wrt, dy), torch.autograd.grad(y_ref, wrt, dy)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("N, r, rr, structured", CORE_PATHS)
+def test_bfloat16_gradients_within_twice_plain_bf16(N, r, rr, structured):
+    U, S, Vh, X, Y = make_factors(D=256, K=192, r=r, rr=rr, dtype=torch.float64)
+    x = torch.randn(N, 192, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(N, 256, dtype=torch.float64)
+    exact = torch.autograd.grad(reference(x, U, S, Vh, X, Y, 0.8), (x, S, X, Y), dy)
+    bf = [t.detach().to(torch.bfloat16).requires_grad_(t.requires_grad) for t in (x, U, S, Vh, X, Y)]
+    bf[0].requires_grad_(True)
+    wrt = (bf[0], bf[2], bf[4], bf[5])
+    fused = torch.autograd.grad(op(*bf, 0.8), wrt, dy.to(torch.bfloat16))
+    plain = torch.autograd.grad(reference(*bf, 0.8), wrt, dy.to(torch.bfloat16))
+    for name, f, p, e in zip(("dx", "dS", "dX", "dY"), fused, plain, exact):
+        assert f.dtype == torch.bfloat16, name
+        err_fused = (f.double() - e).abs().max().item()
+        err_plain = (p.double() - e).abs().max().item()
+        assert err_fused <= 2 * err_plain + 1e-3 * e.abs().max().item(), name
+
+
 def test_saves_only_h_as_activation():
     U, S, Vh, X, Y = make_factors(D=20, K=16, r=8, rr=2, dtype=torch.float32)
     x = torch.randn(50, 16, requires_grad=True)

@@ -1,27 +1,32 @@
 // The SVD-LoRA adapter forward and backward (DESIGN.md section 1) as a composition of ATen
 // GEMMs, shared by the CPU (MKL/OpenBLAS) and CUDA (cuBLAS) registrations.
 //
-// The r x r core C is built once per call on the device in float32 (float64 for float64
-// activations) and folded into the thin factor on the cheap side (U C for the forward, C Vh
-// for dx), so each direction is two GEMMs over the activations.  Keep mode accumulates the
-// low-rank term into x W^T (and dx into dy W) inside the GEMM (beta = 1) instead of writing it
-// and adding it; a bias rides along as an extra column.  bf16/fp16 GEMMs accumulate in fp32
-// (cuBLAS and oneDNN do for these dtypes); the parameter gradients, reductions over all N
-// tokens, are formed in fp32.  Nothing here reads device data on the host.
+// Each direction is two GEMMs over the activations (x Vh^T, then times U^T; dy U, then times
+// Vh).  The r x r core C = diag(S) + scale X Y sits between them and is applied in the
+// cheapest of three ways (Core below): through its structure -- a column scaling plus a
+// rank-r' product, 2 N r r' multiply-adds -- when that saves enough work to pay for the extra
+// small products; otherwise formed once per call and folded into the thin factor (U C, C Vh)
+// when that has fewer rows than there are tokens, or applied to the N x r activations.  The
+// second GEMM of each direction accumulates (beta = 1) into an output that already holds the
+// rest of the result: x W^T or dy W in keep mode, the bias.  The large outputs come from
+// empty_output, which recycles big CPU blocks (common/output_buffers.h).  bf16/fp16 GEMMs
+// accumulate in fp32 (cuBLAS and oneDNN do for these dtypes); the core and the parameter
+// gradients, reductions over all N tokens, are formed in fp32.  Nothing here reads device data
+// on the host.
 #pragma once
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/diag.h>
 #include <ATen/ops/diagonal.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/ones.h>
 
 #include <vector>
 
 #include "common/adapter_checks.h"
+#include "common/output_buffers.h"
 
 namespace svdlora::adapter {
 
@@ -29,11 +34,56 @@ inline at::ScalarType accum_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// C = diag(S) + scale * X Y in the accumulation dtype.
-inline at::Tensor core_matrix(const at::Tensor& S, const at::Tensor& X, const at::Tensor& Y,
-                              double scale, at::ScalarType acc) {
-  return at::addmm(at::diag(S.to(acc)), X.to(acc), Y.to(acc), /*beta=*/1, /*alpha=*/scale);
+// Whether Core applies C through its structure for N tokens, rank r and inner rank r'.  The
+// structure saves N r (r - 2 r') multiply-adds per direction but costs four more small
+// products and two elementwise passes; on the CPU each of those has a fixed cost of the order
+// of 0.1 ms (threading, packing), the time of ~2^24 multiply-adds in a GEMM.
+inline bool use_structured_core(int64_t tokens, int64_t r, int64_t inner_rank) {
+  return tokens * r * (r - 2 * inner_rank) >= (int64_t{1} << 24);
 }
+
+// The core C = diag(S) + scale X Y, its factors held in the accumulation dtype.
+class Core {
+ public:
+  Core(const at::Tensor& S, const at::Tensor& X, const at::Tensor& Y, double scale,
+       at::ScalarType acc, int64_t tokens)
+      : S_(S.to(acc)), X_(X.to(acc)), Y_(Y.to(acc)), scale_(scale) {
+    structured_ = use_structured_core(tokens, S.size(0), X.size(1));
+    if (!structured_) C_ = at::addmm(at::diag(S_), X_, Y_, /*beta=*/1, /*alpha=*/scale);
+  }
+
+  bool structured() const { return structured_; }
+  const at::Tensor& matrix() const { return C_; }  // defined only when !structured()
+
+  // a C^T for a (N, r) in acc.
+  at::Tensor apply_transposed(const at::Tensor& a) const {
+    if (!structured_) return at::mm(a, C_.t());
+    return at::addmm(a * S_, at::mm(a, Y_.t()), X_.t(), /*beta=*/1, /*alpha=*/scale_);
+  }
+
+  // a C for a (N, r) in acc.
+  at::Tensor apply(const at::Tensor& a) const {
+    if (!structured_) return at::mm(a, C_);
+    return at::addmm(a * S_, at::mm(a, X_), Y_, /*beta=*/1, /*alpha=*/scale_);
+  }
+
+  // dS = diag(dC), dX = scale dC Y^T, dY = scale X^T dC for dC = g^T h (g, h (N, r) in acc).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> gradients(const at::Tensor& g,
+                                                           const at::Tensor& h) const {
+    if (!structured_) {
+      at::Tensor dC = at::mm(g.t(), h);
+      return {at::diagonal(dC).contiguous(), at::mm(dC, Y_.t()) * scale_,
+              at::mm(X_.t(), dC) * scale_};
+    }
+    return {(g * h).sum(0), at::mm(g.t(), at::mm(h, Y_.t())) * scale_,
+            at::mm(at::mm(g, X_).t(), h) * scale_};
+  }
+
+ private:
+  at::Tensor S_, X_, Y_, C_;
+  double scale_;
+  bool structured_;
+};
 
 inline std::vector<int64_t> with_last(const at::Tensor& t, int64_t last) {
   std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
@@ -53,23 +103,41 @@ inline std::tuple<at::Tensor, at::Tensor> forward(
   const auto dt = x.scalar_type();
   const auto acc = accum_dtype(x);
   at::Tensor x2 = x.reshape({-1, K});  // copies only if x's strides cannot be flattened
-  at::Tensor UC = at::mm(U.to(acc), core_matrix(S, X, Y, scale, acc)).to(dt);  // (D, r)
-  at::Tensor h = at::mm(x2, Vh.to(dt).t());                                      // (N, r)
-  // A bias rides along as one more column of the low-rank GEMM ([h, 1] [UC, b]^T), which
-  // saves a separate read-modify-write pass over the N x D output.
-  at::Tensor lhs = h, rhs = UC;
-  if (bias.has_value()) {
-    lhs = at::cat({h, at::ones({h.size(0), 1}, h.options())}, 1);
-    rhs = at::cat({UC, bias->to(dt).unsqueeze(1)}, 1);
-  }
-  at::Tensor y;
+  const int64_t N = x2.size(0);
+  const Core core(S, X, Y, scale, acc, N);
+  at::Tensor h = at::mm(x2, Vh.to(dt).t());  // (N, r)
+  const bool fold = !core.structured() && D <= N;
+  at::Tensor lhs = fold ? h : core.apply_transposed(h.to(acc)).to(dt);          // (N, r)
+  at::Tensor rhs = fold ? at::mm(U.to(acc), core.matrix()).to(dt) : U.to(dt);  // (D, r)
+  // y starts as everything that is not low-rank -- x W^T, base_out and the bias -- and the
+  // low-rank GEMM accumulates into it (beta = 1): on MKL and cuBLAS that costs no more than
+  // writing a fresh output, and it saves a read-modify-write pass over the N x D result.
+  at::Tensor y = empty_output({N, D}, x.options());
+  const std::optional<at::Tensor> b =
+      bias.has_value() ? std::optional<at::Tensor>(bias->to(dt)) : std::nullopt;
+  bool started = true;
   if (base_weight.has_value()) {
-    y = at::mm(x2, base_weight->to(dt).t());
-    y.addmm_(lhs, rhs.t());  // accumulate into x W^T in place (beta = 1)
+    if (b.has_value()) {
+      at::addmm_out(y, *b, x2, base_weight->to(dt).t());
+    } else {
+      at::mm_out(y, x2, base_weight->to(dt).t());
+    }
   } else if (base_out.has_value()) {
-    y = at::addmm(base_out->reshape({-1, D}).to(dt), lhs, rhs.t());
+    at::Tensor base2 = base_out->reshape({-1, D}).to(dt);
+    if (b.has_value()) {
+      at::add_out(y, base2, *b);
+    } else {
+      y.copy_(base2);
+    }
+  } else if (b.has_value()) {
+    y.copy_(b->expand({N, D}));
   } else {
-    y = at::mm(lhs, rhs.t());
+    started = false;
+  }
+  if (started) {
+    y.addmm_(lhs, rhs.t());
+  } else {
+    at::mm_out(y, lhs, rhs.t());
   }
   return {y.view(with_last(x, D)), h.view(with_last(x, r))};
 }
@@ -86,28 +154,29 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
   const auto dt = dy.scalar_type();
   const auto acc = accum_dtype(dy);
   at::Tensor dy2 = dy.reshape({-1, D});
-  at::Tensor h2 = h.reshape({-1, r}).to(dt);
-  at::Tensor g = at::mm(dy2, U.to(dt));                       // (N, r)
+  const int64_t N = dy2.size(0);
+  const Core core(S, X, Y, scale, acc, N);
+  at::Tensor g = at::mm(dy2, U.to(dt));  // (N, r)
   // Parameter gradients reduce over all N tokens: accumulate them in acc precision.
-  at::Tensor dC = at::mm(g.t().to(acc), h2.to(acc));          // (r, r)
-  at::Tensor Xa = X.to(acc), Ya = Y.to(acc);
-  at::Tensor dS = at::diagonal(dC).to(S.scalar_type()).contiguous();
-  at::Tensor dX = (at::mm(dC, Ya.t()) * scale).to(X.scalar_type());
-  at::Tensor dY = (at::mm(Xa.t(), dC) * scale).to(Y.scalar_type());
+  at::Tensor ga = g.to(acc);
+  auto [dS, dX, dY] = core.gradients(ga, h.reshape({-1, r}).to(acc));
   at::Tensor dx;
   if (need_dx) {
-    at::Tensor CVh = at::mm(core_matrix(S, X, Y, scale, acc), Vh.to(acc)).to(dt);  // (r, K)
+    const bool fold = !core.structured() && K <= N;
+    at::Tensor lhs = fold ? g : core.apply(ga).to(dt);                           // (N, r)
+    at::Tensor rhs = fold ? at::mm(core.matrix(), Vh.to(acc)).to(dt) : Vh.to(dt);  // (r, K)
+    dx = empty_output({N, K}, dy.options());
     if (base_weight.has_value()) {
-      dx = at::mm(dy2, base_weight->to(dt));
-      dx.addmm_(g, CVh);  // one dx for base and low-rank paths, no separate sum
+      at::mm_out(dx, dy2, base_weight->to(dt));
+      dx.addmm_(lhs, rhs);  // one dx for base and low-rank paths, no separate sum
     } else {
-      dx = at::mm(g, CVh);
+      at::mm_out(dx, lhs, rhs);
     }
     dx = dx.view(with_last(dy, K));
   } else {
     dx = at::empty({0}, dy.options());
   }
-  return {dx, dS, dX, dY};
+  return {dx, dS.to(S.scalar_type()), dX.to(X.scalar_type()), dY.to(Y.scalar_type())};
 }
 
 }  // namespace svdlora::adapter

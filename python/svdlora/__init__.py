@@ -33,6 +33,9 @@ _TORCH_API = {
     "load_adapter": ".adapter_io",
     "export_peft": ".adapter_io",
     "svd_lora_linear": "._adapter_ops",
+    "buffer_cache_info": ".buffer_cache",
+    "set_buffer_cache_limit": ".buffer_cache",
+    "empty_buffer_cache": ".buffer_cache",
 }
 
 

@@ -96,10 +96,13 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
 
     Notes
     -----
-    Forward ``h = x Vhᵀ``, ``y = h (U C)ᵀ``; backward ``g = dy U``, ``dC = gᵀ h``,
-    ``dS = diag(dC)``, ``dX = scale dC Yᵀ``, ``dY = scale Xᵀ dC``, ``dx = g (C Vh)``
-    (DESIGN.md section 1).  Only ``h`` (N x r values) is saved for backward.  GEMMs on
-    bfloat16 accumulate in float32 and the core and parameter gradients are formed in float32.
+    Forward ``h = x Vhᵀ``, ``y = (h Cᵀ) Uᵀ``; backward ``g = dy U``, ``dC = gᵀ h``,
+    ``dS = diag(dC)``, ``dX = scale dC Yᵀ``, ``dY = scale Xᵀ dC``, ``dx = (g C) Vh``
+    (DESIGN.md section 1), with ``C = diag(S) + scale X Y`` applied through its structure when
+    ``N r (r - 2r') >= 2**24`` and otherwise formed and folded into the thinner side.  Only
+    ``h`` (N x r values) is saved for backward.  GEMMs on bfloat16 accumulate in float32 and
+    the core and parameter gradients are formed in float32.  Large CPU outputs come from
+    svdlora's recycling cache (:mod:`svdlora.buffer_cache`).
     """
     _check_inputs(x, U, S, Vh, X, Y, scale, base_weight, bias, base_out)
     y, _ = torch.ops.svdlora.adapter_forward(x, U, S, Vh, X, Y, float(scale), base_weight, bias,

@@ -1,0 +1,139 @@
+// The CPU block-recycling cache behind svdlora::empty_output (common/output_buffers.h).
+//
+// A freed block goes back to the cache (newest last) and the oldest blocks are released once
+// the cache holds more than its limit.  A request takes the smallest cached block that fits
+// without wasting more than a quarter of it, so a training loop that allocates the same
+// shapes every step stops paying page faults after its first step.
+#include "common/output_buffers.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/Exception.h>
+
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace svdlora {
+namespace {
+
+class BufferCache {
+ public:
+  // Returns {pointer, capacity}, or {nullptr, 0} when nothing cached fits.
+  std::pair<void*, int64_t> take(int64_t nbytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t best = blocks_.size();
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const int64_t cap = blocks_[i].second;
+      if (cap >= nbytes && cap <= nbytes + nbytes / 4 &&
+          (best == blocks_.size() || cap < blocks_[best].second)) {
+        best = i;
+      }
+    }
+    if (best == blocks_.size()) {
+      ++misses_;
+      return {nullptr, 0};
+    }
+    auto block = blocks_[best];
+    blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(best));
+    cached_bytes_ -= block.second;
+    ++hits_;
+    return block;
+  }
+
+  void give_back(void* ptr, int64_t capacity) {
+    std::vector<void*> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (capacity > limit_bytes_) {
+        released.push_back(ptr);
+      } else {
+        blocks_.emplace_back(ptr, capacity);
+        cached_bytes_ += capacity;
+        evict_locked(limit_bytes_, released);
+      }
+    }
+    for (void* p : released) c10::free_cpu(p);  // outside the lock: freeing can be slow
+  }
+
+  void set_limit(int64_t bytes) {
+    std::vector<void*> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      limit_bytes_ = bytes;
+      evict_locked(bytes, released);
+    }
+    for (void* p : released) c10::free_cpu(p);
+  }
+
+  void clear() {
+    std::vector<void*> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      evict_locked(0, released);
+    }
+    for (void* p : released) c10::free_cpu(p);
+  }
+
+  int64_t limit() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return limit_bytes_;
+  }
+
+  BufferCacheStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {cached_bytes_, static_cast<int64_t>(blocks_.size()), limit_bytes_, hits_, misses_};
+  }
+
+ private:
+  void evict_locked(int64_t limit, std::vector<void*>& released) {
+    size_t drop = 0;
+    while (cached_bytes_ > limit && drop < blocks_.size()) {
+      cached_bytes_ -= blocks_[drop].second;
+      released.push_back(blocks_[drop].first);
+      ++drop;
+    }
+    blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(drop));
+  }
+
+  std::mutex mutex_;
+  std::vector<std::pair<void*, int64_t>> blocks_;  // oldest first
+  int64_t cached_bytes_ = 0;
+  int64_t limit_bytes_ = int64_t{1} << 30;
+  int64_t hits_ = 0, misses_ = 0;
+};
+
+// Never destroyed: a tensor may be freed (and call give_back) during static destruction.
+BufferCache& cache() {
+  static auto* instance = new BufferCache();
+  return *instance;
+}
+
+}  // namespace
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  if (!options.device().is_cpu()) return at::empty(sizes, options);
+  int64_t numel = 1;
+  for (int64_t s : sizes) numel *= s;
+  const int64_t nbytes = numel * static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
+  if (nbytes < kRecycleMinBytes || cache().limit() == 0) return at::empty(sizes, options);
+  auto [ptr, capacity] = cache().take(nbytes);
+  if (ptr == nullptr) {
+    ptr = c10::alloc_cpu(static_cast<size_t>(nbytes));  // throws c10::Error when out of memory
+    capacity = nbytes;
+  }
+  return at::from_blob(
+      ptr, sizes, [capacity](void* p) { cache().give_back(p, capacity); }, options);
+}
+
+BufferCacheStats buffer_cache_stats() { return cache().stats(); }
+
+void set_buffer_cache_limit(int64_t bytes) {
+  TORCH_CHECK(bytes >= 0, "svdlora buffer cache: limit must be >= 0 bytes, got ", bytes);
+  cache().set_limit(bytes);
+}
+
+void empty_buffer_cache() { cache().clear(); }
+
+}  // namespace svdlora
