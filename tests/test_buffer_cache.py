@@ -178,3 +178,41 @@ def test_recycled_output_serialises_and_refuses_to_grow(tmp_path):
     torch.testing.assert_close(torch.load(path, weights_only=True), y, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="not resizable"):
         y.resize_(2048, D)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_forked_child_starts_with_a_fresh_cache_and_the_same_limit():
+    import os
+    import svdlora
+    U, S, Vh, X, Y = factors()
+    svdlora.set_buffer_cache_limit(512 << 20)
+    y = fused(torch.randn(1024, K), U, S, Vh, X, Y)
+    del y
+    assert svdlora.buffer_cache_info()["cached_blocks"] >= 1
+    x = torch.randn(1024, K)
+    expected = plain(x, U, S, Vh, X, Y)
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit status only
+        ok = False
+        try:
+            # OpenMP's thread pool does not survive fork (a torch-wide limitation): one thread
+            torch.set_num_threads(1)
+            info = svdlora.buffer_cache_info()
+            y = fused(x, U, S, Vh, X, Y)
+            ok = (info["limit_bytes"] == 512 << 20 and info["cached_blocks"] == 0 and
+                  torch.allclose(y, expected, rtol=1e-4, atol=1e-4))
+        finally:
+            os._exit(0 if ok else 1)
+    import signal
+    import time
+    deadline = time.monotonic() + 60
+    while True:  # never hang the suite on a stuck child
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish within 60 s")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

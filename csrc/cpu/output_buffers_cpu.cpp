@@ -11,6 +11,11 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
 
+#ifndef _WIN32
+#include <pthread.h>
+#endif
+
+#include <atomic>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -20,6 +25,8 @@ namespace {
 
 class BufferCache {
  public:
+  explicit BufferCache(int64_t limit_bytes = int64_t{1} << 30) : limit_bytes_(limit_bytes) {}
+
   // Returns {pointer, capacity}, or {nullptr, 0} when nothing cached fits.
   std::pair<void*, int64_t> take(int64_t nbytes) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -76,6 +83,9 @@ class BufferCache {
     for (void* p : released) c10::free_cpu(p);
   }
 
+  // Read without the lock: only in a freshly forked child, which has a single thread.
+  int64_t limit_after_fork() const { return limit_bytes_; }
+
   int64_t limit() {
     std::lock_guard<std::mutex> lock(mutex_);
     return limit_bytes_;
@@ -100,14 +110,29 @@ class BufferCache {
   std::mutex mutex_;
   std::vector<std::pair<void*, int64_t>> blocks_;  // oldest first
   int64_t cached_bytes_ = 0;
-  int64_t limit_bytes_ = int64_t{1} << 30;
+  int64_t limit_bytes_;
   int64_t hits_ = 0, misses_ = 0;
 };
 
 // Never destroyed: a tensor may be freed (and call give_back) during static destruction.
+// A forked child gets a fresh cache: the parent's mutex may have been held by another thread
+// at the fork, and would then never be released in the child.  The child's copy of the old
+// cache (and of its blocks, copy-on-write) is simply left alone.
+std::atomic<BufferCache*> current_cache{nullptr};
+
 BufferCache& cache() {
-  static auto* instance = new BufferCache();
-  return *instance;
+  static const bool created = [] {
+    current_cache = new BufferCache();
+#ifndef _WIN32
+    pthread_atfork(nullptr, nullptr, [] {
+      const int64_t limit = current_cache.load()->limit_after_fork();
+      current_cache = new BufferCache(limit);
+    });
+#endif
+    return true;
+  }();
+  (void)created;
+  return *current_cache.load();
 }
 
 }  // namespace
