@@ -68,11 +68,14 @@ def test_gradcheck_float64(rr, kind):
     assert torch.autograd.gradcheck(fn, (x, S, X, Y, *(kw[n] for n in names)))
 
 
+# (5, 7): fewer tokens than D, the core is applied to the activations in forward;
+# (10, 9): more tokens than D and K, the core is folded into U and Vh in both directions.
+@pytest.mark.parametrize("lead", [(5, 7), (10, 9)])
 @pytest.mark.parametrize("kind", BASES)
-def test_matches_plain_torch_reference(kind):
+def test_matches_plain_torch_reference(kind, lead):
     U, S, Vh, X, Y = make_factors(D=40, K=30, r=16, rr=4)
-    x = torch.randn(5, 7, 30, dtype=torch.float64, requires_grad=True)
-    kw = base_args(kind, (5, 7), D=40, K=30)
+    x = torch.randn(*lead, 30, dtype=torch.float64, requires_grad=True)
+    kw = base_args(kind, lead, D=40, K=30)
     y = op(x, U, S, Vh, X, Y, 1.3, **kw)
     y_ref = reference(x, U, S, Vh, X, Y, 1.3, **kw)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -81,6 +84,26 @@ def test_matches_plain_torch_reference(kind):
     grads_ref = torch.autograd.grad(y_ref, (x, S, X, Y), dy)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", BASES)
+def test_outputs_are_not_views_and_allow_in_place_ops(kind):
+    # a custom op that returned a view would make autograd refuse y.relu_() (or an in-place
+    # nn.ReLU / dropout after the layer)
+    U, S, Vh, X, Y = make_factors(D=40, K=30, r=16, rr=4)
+    x = torch.randn(4, 6, 30, dtype=torch.float64, requires_grad=True)
+    kw = base_args(kind, (4, 6), D=40, K=30)
+    y = op(x, U, S, Vh, X, Y, 0.9, **kw)
+    assert y._base is None
+    y.relu_()
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, S, X, Y), dy)
+    y_ref = reference(x, U, S, Vh, X, Y, 0.9, **kw).relu()
+    grads_ref = torch.autograd.grad(y_ref, (x, S, X, Y), dy)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    assert grads[0]._base is None
 
 
 def test_non_contiguous_and_batched_x():
@@ -132,8 +155,9 @@ def test_structured_core_matches_plain_torch_reference(kind):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("fp32_params", [False, True])  # True: how SVDLoRALinear holds S, X, Y
 @pytest.mark.parametrize("N, r, rr, structured", CORE_PATHS)
-def test_bfloat16_gradients_within_twice_plain_bf16(N, r, rr, structured):
+def test_bfloat16_gradients_within_twice_plain_bf16(N, r, rr, structured, fp32_params):
     U, S, Vh, X, Y = make_factors(D=256, K=192, r=r, rr=rr, dtype=torch.float64)
     x = torch.randn(N, 192, dtype=torch.float64, requires_grad=True)
     dy = torch.randn(N, 256, dtype=torch.float64)
@@ -141,10 +165,14 @@ def test_bfloat16_gradients_within_twice_plain_bf16(N, r, rr, structured):
     bf = [t.detach().to(torch.bfloat16).requires_grad_(t.requires_grad) for t in (x, U, S, Vh, X, Y)]
     bf[0].requires_grad_(True)
     wrt = (bf[0], bf[2], bf[4], bf[5])
-    fused = torch.autograd.grad(op(*bf, 0.8), wrt, dy.to(torch.bfloat16))
     plain = torch.autograd.grad(reference(*bf, 0.8), wrt, dy.to(torch.bfloat16))
-    for name, f, p, e in zip(("dx", "dS", "dX", "dY"), fused, plain, exact):
-        assert f.dtype == torch.bfloat16, name
+    if fp32_params:
+        for i in (2, 4, 5):
+            bf[i] = bf[i].detach().float().requires_grad_(True)
+        wrt = (bf[0], bf[2], bf[4], bf[5])
+    fused = torch.autograd.grad(op(*bf, 0.8), wrt, dy.to(torch.bfloat16))
+    for name, f, p, e, w in zip(("dx", "dS", "dX", "dY"), fused, plain, exact, wrt):
+        assert f.dtype == w.dtype, name
         err_fused = (f.double() - e).abs().max().item()
         err_plain = (p.double() - e).abs().max().item()
         assert err_fused <= 2 * err_plain + 1e-3 * e.abs().max().item(), name

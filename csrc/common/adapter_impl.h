@@ -105,14 +105,19 @@ inline std::tuple<at::Tensor, at::Tensor> forward(
   at::Tensor x2 = x.reshape({-1, K});  // copies only if x's strides cannot be flattened
   const int64_t N = x2.size(0);
   const Core core(S, X, Y, scale, acc, N);
-  at::Tensor h = at::mm(x2, Vh.to(dt).t());  // (N, r)
+  // Outputs are allocated in their final shape and written through 2-D views, so the op
+  // returns base tensors: a returned view would make autograd refuse in-place ops on y.
+  at::Tensor h = at::empty(with_last(x, r), x2.options());
+  at::Tensor h2 = h.view({N, r});
+  at::mm_out(h2, x2, Vh.to(dt).t());
   const bool fold = !core.structured() && D <= N;
-  at::Tensor lhs = fold ? h : core.apply_transposed(h.to(acc)).to(dt);          // (N, r)
+  at::Tensor lhs = fold ? h2 : core.apply_transposed(h2.to(acc)).to(dt);        // (N, r)
   at::Tensor rhs = fold ? at::mm(U.to(acc), core.matrix()).to(dt) : U.to(dt);  // (D, r)
   // y starts as everything that is not low-rank -- x W^T, base_out and the bias -- and the
   // low-rank GEMM accumulates into it (beta = 1): on MKL and cuBLAS that costs no more than
   // writing a fresh output, and it saves a read-modify-write pass over the N x D result.
-  at::Tensor y = empty_output({N, D}, x.options());
+  at::Tensor y_out = empty_output(with_last(x, D), x.options());
+  at::Tensor y = y_out.view({N, D});
   const std::optional<at::Tensor> b =
       bias.has_value() ? std::optional<at::Tensor>(bias->to(dt)) : std::nullopt;
   bool started = true;
@@ -139,7 +144,7 @@ inline std::tuple<at::Tensor, at::Tensor> forward(
   } else {
     at::mm_out(y, lhs, rhs.t());
   }
-  return {y.view(with_last(x, D)), h.view(with_last(x, r))};
+  return {y_out, h};
 }
 
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
@@ -165,14 +170,14 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const bool fold = !core.structured() && K <= N;
     at::Tensor lhs = fold ? g : core.apply(ga).to(dt);                           // (N, r)
     at::Tensor rhs = fold ? at::mm(core.matrix(), Vh.to(acc)).to(dt) : Vh.to(dt);  // (r, K)
-    dx = empty_output({N, K}, dy.options());
+    dx = empty_output(with_last(dy, K), dy.options());
+    at::Tensor dx2 = dx.view({N, K});
     if (base_weight.has_value()) {
-      at::mm_out(dx, dy2, base_weight->to(dt));
-      dx.addmm_(lhs, rhs);  // one dx for base and low-rank paths, no separate sum
+      at::mm_out(dx2, dy2, base_weight->to(dt));
+      dx2.addmm_(lhs, rhs);  // one dx for base and low-rank paths, no separate sum
     } else {
-      at::mm_out(dx, lhs, rhs);
+      at::mm_out(dx2, lhs, rhs);
     }
-    dx = dx.view(with_last(dy, K));
   } else {
     dx = at::empty({0}, dy.options());
   }

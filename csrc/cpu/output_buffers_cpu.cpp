@@ -49,38 +49,30 @@ class BufferCache {
     return block;
   }
 
-  void give_back(void* ptr, int64_t capacity) {
-    std::vector<void*> released;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (capacity > limit_bytes_) {
-        released.push_back(ptr);
-      } else {
+  // Runs inside a storage deleter, so it must not throw: a block it cannot keep is freed.
+  void give_back(void* ptr, int64_t capacity) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (capacity <= limit_bytes_) {
+      try {
         blocks_.emplace_back(ptr, capacity);
         cached_bytes_ += capacity;
-        evict_locked(limit_bytes_, released);
+        evict_locked(limit_bytes_);
+        return;
+      } catch (...) {  // out of memory growing the list: fall through and free the block
       }
     }
-    for (void* p : released) c10::free_cpu(p);  // outside the lock: freeing can be slow
+    c10::free_cpu(ptr);
   }
 
   void set_limit(int64_t bytes) {
-    std::vector<void*> released;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      limit_bytes_ = bytes;
-      evict_locked(bytes, released);
-    }
-    for (void* p : released) c10::free_cpu(p);
+    std::lock_guard<std::mutex> lock(mutex_);
+    limit_bytes_ = bytes;
+    evict_locked(bytes);
   }
 
   void clear() {
-    std::vector<void*> released;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      evict_locked(0, released);
-    }
-    for (void* p : released) c10::free_cpu(p);
+    std::lock_guard<std::mutex> lock(mutex_);
+    evict_locked(0);
   }
 
   // Read without the lock: only in a freshly forked child, which has a single thread.
@@ -97,11 +89,13 @@ class BufferCache {
   }
 
  private:
-  void evict_locked(int64_t limit, std::vector<void*>& released) {
+  // Frees the oldest blocks until at most `limit` bytes are cached.  It frees under the lock
+  // and allocates nothing, so it cannot fail half-way.
+  void evict_locked(int64_t limit) noexcept {
     size_t drop = 0;
     while (cached_bytes_ > limit && drop < blocks_.size()) {
       cached_bytes_ -= blocks_[drop].second;
-      released.push_back(blocks_[drop].first);
+      c10::free_cpu(blocks_[drop].first);
       ++drop;
     }
     blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(drop));
