@@ -91,6 +91,37 @@ inline std::vector<int64_t> with_last(const at::Tensor& t, int64_t last) {
   return shape;
 }
 
+// Writes into y (N, D) everything in the forward output that is not low-rank -- x W^T,
+// base_out and the bias -- so that the low-rank GEMM can accumulate into it (beta = 1): on
+// MKL and cuBLAS that costs no more than writing a fresh output, and it saves a
+// read-modify-write pass over the N x D result.  Returns false when there is nothing to write.
+inline bool write_non_low_rank(at::Tensor& y, const at::Tensor& x2,
+                               const std::optional<at::Tensor>& base_weight,
+                               const std::optional<at::Tensor>& bias,
+                               const std::optional<at::Tensor>& base_out) {
+  const auto dt = x2.scalar_type();
+  if (base_weight.has_value()) {
+    const at::Tensor Wt = base_weight->to(dt).t();
+    if (bias.has_value()) {
+      at::addmm_out(y, bias->to(dt), x2, Wt);
+    } else {
+      at::mm_out(y, x2, Wt);
+    }
+  } else if (base_out.has_value()) {
+    const at::Tensor base2 = base_out->reshape({-1, y.size(1)}).to(dt);
+    if (bias.has_value()) {
+      at::add_out(y, base2, bias->to(dt));
+    } else {
+      y.copy_(base2);
+    }
+  } else if (bias.has_value()) {
+    y.copy_(bias->to(dt).expand_as(y));
+  } else {
+    return false;
+  }
+  return true;
+}
+
 inline std::tuple<at::Tensor, at::Tensor> forward(
     const at::Tensor& x, const at::Tensor& U, const at::Tensor& S, const at::Tensor& Vh,
     const at::Tensor& X, const at::Tensor& Y, double scale,
@@ -113,33 +144,9 @@ inline std::tuple<at::Tensor, at::Tensor> forward(
   const bool fold = !core.structured() && D <= N;
   at::Tensor lhs = fold ? h2 : core.apply_transposed(h2.to(acc)).to(dt);        // (N, r)
   at::Tensor rhs = fold ? at::mm(U.to(acc), core.matrix()).to(dt) : U.to(dt);  // (D, r)
-  // y starts as everything that is not low-rank -- x W^T, base_out and the bias -- and the
-  // low-rank GEMM accumulates into it (beta = 1): on MKL and cuBLAS that costs no more than
-  // writing a fresh output, and it saves a read-modify-write pass over the N x D result.
   at::Tensor y_out = empty_output(with_last(x, D), x.options());
   at::Tensor y = y_out.view({N, D});
-  const std::optional<at::Tensor> b =
-      bias.has_value() ? std::optional<at::Tensor>(bias->to(dt)) : std::nullopt;
-  bool started = true;
-  if (base_weight.has_value()) {
-    if (b.has_value()) {
-      at::addmm_out(y, *b, x2, base_weight->to(dt).t());
-    } else {
-      at::mm_out(y, x2, base_weight->to(dt).t());
-    }
-  } else if (base_out.has_value()) {
-    at::Tensor base2 = base_out->reshape({-1, D}).to(dt);
-    if (b.has_value()) {
-      at::add_out(y, base2, *b);
-    } else {
-      y.copy_(base2);
-    }
-  } else if (b.has_value()) {
-    y.copy_(b->expand({N, D}));
-  } else {
-    started = false;
-  }
-  if (started) {
+  if (write_non_low_rank(y, x2, base_weight, bias, base_out)) {
     y.addmm_(lhs, rhs.t());
   } else {
     at::mm_out(y, lhs, rhs.t());

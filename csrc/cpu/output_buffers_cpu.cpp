@@ -10,6 +10,7 @@
 #include <ATen/ops/from_blob.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
+#include <c10/util/accumulate.h>
 
 #ifndef _WIN32
 #include <pthread.h>
@@ -27,9 +28,16 @@ class BufferCache {
  public:
   explicit BufferCache(int64_t limit_bytes = int64_t{1} << 30) : limit_bytes_(limit_bytes) {}
 
-  // Returns {pointer, capacity}, or {nullptr, 0} when nothing cached fits.
-  std::pair<void*, int64_t> take(int64_t nbytes) {
+  struct Taken {
+    void* ptr = nullptr;     // a cached block that fits, or nullptr
+    int64_t capacity = 0;    // its size
+    bool recycling = false;  // false when the limit is 0: allocate as torch would
+  };
+
+  // The smallest cached block of at least nbytes that wastes at most a quarter of itself.
+  Taken take(int64_t nbytes) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (limit_bytes_ == 0) return {};
     size_t best = blocks_.size();
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const int64_t cap = blocks_[i].second;
@@ -40,13 +48,13 @@ class BufferCache {
     }
     if (best == blocks_.size()) {
       ++misses_;
-      return {nullptr, 0};
+      return {nullptr, 0, true};
     }
-    auto block = blocks_[best];
+    const auto [ptr, capacity] = blocks_[best];
     blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(best));
-    cached_bytes_ -= block.second;
+    cached_bytes_ -= capacity;
     ++hits_;
-    return block;
+    return {ptr, capacity, true};
   }
 
   // Runs inside a storage deleter, so it must not throw: a block it cannot keep is freed.
@@ -77,11 +85,6 @@ class BufferCache {
 
   // Read without the lock: only in a freshly forked child, which has a single thread.
   int64_t limit_after_fork() const { return limit_bytes_; }
-
-  int64_t limit() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return limit_bytes_;
-  }
 
   BufferCacheStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -133,17 +136,18 @@ BufferCache& cache() {
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
   if (!options.device().is_cpu()) return at::empty(sizes, options);
-  int64_t numel = 1;
-  for (int64_t s : sizes) numel *= s;
-  const int64_t nbytes = numel * static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
-  if (nbytes < kRecycleMinBytes || cache().limit() == 0) return at::empty(sizes, options);
-  auto [ptr, capacity] = cache().take(nbytes);
-  if (ptr == nullptr) {
-    ptr = c10::alloc_cpu(static_cast<size_t>(nbytes));  // throws c10::Error when out of memory
-    capacity = nbytes;
+  const int64_t nbytes = c10::multiply_integers(sizes) *
+                         static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
+  if (nbytes < kRecycleMinBytes) return at::empty(sizes, options);
+  auto taken = cache().take(nbytes);
+  if (!taken.recycling) return at::empty(sizes, options);
+  if (taken.ptr == nullptr) {
+    taken.ptr = c10::alloc_cpu(static_cast<size_t>(nbytes));  // throws c10::Error when out of memory
+    taken.capacity = nbytes;
   }
+  const int64_t capacity = taken.capacity;
   return at::from_blob(
-      ptr, sizes, [capacity](void* p) { cache().give_back(p, capacity); }, options);
+      taken.ptr, sizes, [capacity](void* p) { cache().give_back(p, capacity); }, options);
 }
 
 BufferCacheStats buffer_cache_stats() { return cache().stats(); }
