@@ -1,22 +1,19 @@
 """Accuracy bar of rsvd at default settings: error <= 1.01 x the Eckart–Young optimum,
 orthonormal factors and a valid spectrum, over spectra, shapes, ranks and dtypes.
 
-Same-precision allowance (the flash-attention rule): when the optimum is only a few dozen
-ulps of ||A||_F (exp(-i/20) at k=256 in float32: optimum = 2.7e-6 ||A||_F), no float32
-algorithm reaches 1.01x -- LAPACK's own float32 SVD (sgesdd) lands well above 1.01x.
-There the excess over the optimum may be up to 2x that of the float32 LAPACK SVD.  In every
-other case the 1.01x bar applies unchanged."""
+Where the optimum itself is only a few rounding errors of the working precision (float32,
+exp(-i/20) at rank 256: optimum 2.8e-6 ||A||_F), no algorithm in that precision reaches
+1.01x; there the bar is the optimum plus 4 rounding floors ``u sqrt(max(m, n)) ||A||_F`` in
+quadrature (see ``conftest.allowed_error``): a bound from the precision alone, the same on
+every CPU whatever its BLAS kernels.  Every other case keeps the 1.01x bar unchanged."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import svdlora
-
-scipy = pytest.importorskip("scipy")
-import scipy.linalg  # noqa: E402
-from conftest import (HAS_COMPILED, matrix_with_spectrum, optimal_error, orthonormality_defect,
-                      reconstruction_error, spectrum)
+from conftest import (HAS_COMPILED, allowed_error, case_seed, matrix_with_spectrum,
+                      optimal_error, orthonormality_defect, reconstruction_error, spectrum)
 
 SHAPES = {"tall": (700, 420), "wide": (420, 700), "square": (520, 520)}
 RANKS = [1, 5, 32, 100, 256]
@@ -27,30 +24,16 @@ _cache: dict = {}
 
 
 def _matrix(shape_name: str, spec: str, dtype) -> tuple:
+    """The case's matrix, seeded from its shape and spectrum only (so -k, reordering or
+    parallel runs see the same matrix, and the float32 case is the float64 one rounded)."""
     key = (shape_name, spec, np.dtype(dtype).name)
     if key not in _cache:
         m, n = SHAPES[shape_name]
-        A = matrix_with_spectrum(m, n, spectrum(spec, min(m, n)), seed=len(_cache)).astype(dtype)
-        _cache[key] = (A, np.linalg.svd(A.astype(np.float64), compute_uv=False), {})
+        seed = case_seed(shape_name, spec)
+        s = spectrum(spec, min(m, n), np.random.default_rng(seed))
+        A = matrix_with_spectrum(m, n, s, seed=seed).astype(dtype)
+        _cache[key] = (A, np.linalg.svd(A.astype(np.float64), compute_uv=False))
     return _cache[key]
-
-
-def _same_precision_svd_error(A: np.ndarray, k: int, memo: dict) -> float:
-    """Error of a truncated LAPACK SVD computed in A's own precision (numpy's svd always
-    computes in float64; scipy's keeps float32 and runs sgesdd)."""
-    if "usv" not in memo:
-        memo["usv"] = scipy.linalg.svd(A, full_matrices=False, lapack_driver="gesdd")
-    U, S, Vh = memo["usv"]
-    assert U.dtype == A.dtype
-    return reconstruction_error(A, U[:, :k], S[:k], Vh[:k])
-
-
-def allowed_error(A: np.ndarray, s: np.ndarray, k: int, memo: dict) -> float:
-    optimum = float(np.sqrt(np.sum(s[k:] ** 2)))
-    excess = 0.01 * optimum
-    if A.dtype == np.float32:
-        excess = max(excess, 2.0 * (_same_precision_svd_error(A, k, memo) - optimum))
-    return optimum + excess + 1e-12
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -58,7 +41,7 @@ def allowed_error(A: np.ndarray, s: np.ndarray, k: int, memo: dict) -> float:
 @pytest.mark.parametrize("spec", SPECTRUM_NAMES)
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 def test_error_within_one_percent_of_optimum(shape_name, spec, dtype, backend):
-    A, s, memo = _matrix(shape_name, spec, dtype)
+    A, s = _matrix(shape_name, spec, dtype)
     tol_orth = 1e-5 if dtype == np.float32 else 1e-12
     for k in RANKS:
         U, S, Vh = svdlora.rsvd(A, k, seed=k, backend=backend)
@@ -66,7 +49,7 @@ def test_error_within_one_percent_of_optimum(shape_name, spec, dtype, backend):
         assert U.dtype == dtype and S.dtype == dtype and Vh.dtype == dtype
         optimum = float(np.sqrt(np.sum(s[k:] ** 2)))
         err = reconstruction_error(A, U, S, Vh)
-        assert err <= allowed_error(A, s, k, memo), (
+        assert err <= allowed_error(A, k, optimum), (
             f"k={k}: error {err:.4g} = {err / optimum:.4f} x optimum {optimum:.4g}")
         assert orthonormality_defect(U) <= tol_orth
         assert orthonormality_defect(Vh.T) <= tol_orth
