@@ -1,16 +1,9 @@
-// The randomized-SVD algorithms themselves, written once for every device.  A backend supplies
-// the device-specific pieces:
+// The randomized-SVD algorithms themselves, written once for every device, over the
+// CenteredOperator of common/centering.h (a device's raw passes plus PCA centring), and the
+// entry points that every device's op registration calls.
 //
-//   at::Tensor apply(X, precise)     A_c @ X    (the canonical tall orientation, M >= N)
-//   at::Tensor apply_t(Y, precise)   A_c^T @ Y  (`precise`: the result feeds B = Q^T A)
-//   at::Tensor orth(Y)               orthonormal basis of span(Y)
-//   at::Tensor range_basis(Y)        a well-conditioned basis of span(Y) (between passes)
-//   Factors small_svd(Q, Bt, k)      rank-k SVD of Q B given B^T = A^T Q
-//   double squared_frobenius()       ||A_c||_F^2 in float64
-//   int64_t rows(), cols()
-//
-// Everything here is ATen calls on the backend's device; none of it reads data on the host
-// except the adaptive scheme, whose stopping rule and output shape depend on the data.
+// Everything here is ATen calls on the device of A; none of it reads data on the host except
+// the adaptive scheme, whose stopping rule and output shape depend on the data.
 #pragma once
 
 #include <ATen/TensorOperators.h>
@@ -23,9 +16,10 @@
 #include <cmath>
 #include <tuple>
 
-namespace svdlora {
+#include "common/centering.h"
+#include "common/checks.h"
 
-using Factors = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+namespace svdlora {
 
 // Undo the internal transpose and apply the sign convention: the largest-magnitude entry of
 // every column of U is positive, rows of Vh flipped to match.
@@ -114,6 +108,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_rank(
   auto [Uf, Sf, Vhf] = finalize_factors(U.narrow(-1, 0, r), S.narrow(-1, 0, r),
                                         Vh.narrow(-2, 0, r), transposed);
   return {Uf, Sf, Vhf, at::scalar_tensor(rel_err, omega.options().dtype(at::kDouble))};
+}
+
+// Op entry points.  `make_device(tall, compute_dtype)` builds the device's passes over the tall
+// view of A (A itself, or A^T as a view when A is wide).
+template <class MakeDevice>
+Factors run_fixed_rank(const at::Tensor& A, const at::Tensor& omega,
+                       const std::optional<at::Tensor>& col_mean, int64_t rank, int64_t n_iter,
+                       MakeDevice make_device) {
+  check_rsvd_inputs(A, omega, col_mean, n_iter);
+  check_rank(rank, omega);
+  const bool transposed = A.size(-2) < A.size(-1);
+  const at::ScalarType dtype = compute_dtype(A);
+  at::Tensor tall = transposed ? A.mT() : A;
+  auto [left, right] = centring_terms(A, col_mean, transposed, dtype);
+  CenteredOperator op(make_device(tall, dtype), tall, left, right);
+  return rsvd_fixed_rank(op, omega, rank, n_iter, transposed);
+}
+
+template <class MakeDevice>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_adaptive_rank(
+    const at::Tensor& A, const at::Tensor& omega, const std::optional<at::Tensor>& col_mean,
+    double tol, int64_t block_size, int64_t max_rank, int64_t n_iter, MakeDevice make_device) {
+  check_rsvd_inputs(A, omega, col_mean, n_iter);
+  check_adaptive_inputs(A, omega, tol, block_size, max_rank);
+  const bool transposed = A.size(-2) < A.size(-1);
+  const at::ScalarType dtype = compute_dtype(A);
+  at::Tensor tall = transposed ? A.mT() : A;
+  auto [left, right] = centring_terms(A, col_mean, transposed, dtype);
+  CenteredOperator op(make_device(tall, dtype), tall, left, right);
+  return rsvd_adaptive_rank(op, omega, tol, block_size, max_rank, n_iter, transposed);
 }
 
 }  // namespace svdlora

@@ -1,22 +1,21 @@
-// Matrix passes over A for the ATen-based rsvd kernels (see passes.h).
+// Matrix passes over A for the CPU rsvd kernels (see passes.h).
 #include "cpu/passes.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/matmul.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace svdlora::cpu {
 
-CenteredMatrix::CenteredMatrix(at::Tensor A, std::optional<at::Tensor> left,
-                               std::optional<at::Tensor> right, at::ScalarType compute_dtype)
-    : A_(std::move(A)), left_(std::move(left)), right_(std::move(right)), dtype_(compute_dtype) {}
+DensePasses::DensePasses(at::Tensor A, at::ScalarType compute_dtype)
+    : A_(std::move(A)), dtype_(compute_dtype) {}
 
-int64_t CenteredMatrix::block_rows() const {
+int64_t DensePasses::block_rows() const {
   // ~4M elements (16 MB of fp32) per up-cast block: large enough for efficient GEMMs, small
   // next to A itself.
   const int64_t per_row = std::max<int64_t>(1, A_.numel() / A_.size(-2));
@@ -47,7 +46,7 @@ at::Tensor fast_matmul(const at::Tensor& A, const at::Tensor& X) {
 }  // namespace
 
 template <typename F>
-void CenteredMatrix::for_each_upcast_block(F&& fn) const {
+void DensePasses::for_each_upcast_block(F&& fn) const {
   const int64_t M = A_.size(-2);
   const int64_t step = block_rows();
   for (int64_t i0 = 0; i0 < M; i0 += step) {
@@ -56,7 +55,7 @@ void CenteredMatrix::for_each_upcast_block(F&& fn) const {
   }
 }
 
-at::Tensor CenteredMatrix::dense_apply(const at::Tensor& X) const {
+at::Tensor DensePasses::apply(const at::Tensor& X) const {
   if (A_.scalar_type() == dtype_) {
     return fast_matmul(A_, X);
   }
@@ -69,7 +68,7 @@ at::Tensor CenteredMatrix::dense_apply(const at::Tensor& X) const {
   return out;
 }
 
-at::Tensor CenteredMatrix::dense_apply_t(const at::Tensor& Y) const {
+at::Tensor DensePasses::apply_t(const at::Tensor& Y) const {
   if (A_.scalar_type() == dtype_) {
     return fast_matmul(A_.mT(), Y);
   }
@@ -81,57 +80,6 @@ at::Tensor CenteredMatrix::dense_apply_t(const at::Tensor& Y) const {
     out.add_(at::matmul(block.mT(), Y.narrow(-2, i0, len)));
   });
   return out;
-}
-
-at::Tensor CenteredMatrix::apply(const at::Tensor& X) const {
-  at::Tensor out = dense_apply(X);
-  if (left_.has_value()) {
-    // (A - a b^T) X = A X - a (b^T X)
-    at::Tensor bx = at::matmul(right_->unsqueeze(-2), X);  // (..., 1, l)
-    out.sub_(left_->unsqueeze(-1) * bx);
-  }
-  return out;
-}
-
-at::Tensor CenteredMatrix::apply_t(const at::Tensor& Y) const {
-  at::Tensor out = dense_apply_t(Y);
-  if (left_.has_value()) {
-    // (A - a b^T)^T Y = A^T Y - b (a^T Y)
-    at::Tensor ay = at::matmul(left_->unsqueeze(-2), Y);  // (..., 1, l)
-    out.sub_(right_->unsqueeze(-1) * ay);
-  }
-  return out;
-}
-
-double CenteredMatrix::squared_frobenius() const {
-  // ||A - a b^T||^2 = ||A||^2 - 2 a^T A b + ||a||^2 ||b||^2, summed in float64 block by block.
-  double total = 0.0;
-  for_each_upcast_block([&](int64_t, int64_t, const at::Tensor& block) {
-    total += block.to(at::kDouble).square().sum().item<double>();
-  });
-  if (left_.has_value()) {
-    at::Tensor a = left_->to(at::kDouble), b = right_->to(at::kDouble);
-    at::Tensor Ab = dense_apply(right_->unsqueeze(-1)).to(at::kDouble).squeeze(-1);
-    total += -2.0 * (a * Ab).sum().item<double>() +
-             (a.square().sum(-1) * b.square().sum(-1)).sum().item<double>();
-  }
-  return std::max(total, 0.0);
-}
-
-CenteredMatrix make_tall_operator(const at::Tensor& A, const std::optional<at::Tensor>& col_mean,
-                                  bool transpose, at::ScalarType compute_dtype) {
-  at::Tensor tall = transpose ? A.mT() : A;
-  if (!col_mean.has_value()) {
-    return CenteredMatrix(tall, std::nullopt, std::nullopt, compute_dtype);
-  }
-  // Caller's matrix is A - 1 mu^T; transposed it is A^T - mu 1^T.
-  at::Tensor mu = col_mean->to(compute_dtype);
-  std::vector<int64_t> ones_shape(A.sizes().begin(), A.sizes().end() - 1);  // (..., m)
-  at::Tensor ones = at::ones(ones_shape, mu.options());
-  if (transpose) {
-    return CenteredMatrix(tall, mu, ones, compute_dtype);
-  }
-  return CenteredMatrix(tall, ones, mu, compute_dtype);
 }
 
 }  // namespace svdlora::cpu
