@@ -1,6 +1,8 @@
 // The single place where every svdlora operator schema is declared.
-// Kernels are registered per device in csrc/cpu/ and csrc/cuda/; fake (meta) kernels and
-// autograd formulas are registered from Python (python/svdlora/_ops.py).
+// Kernels are registered per device in csrc/cpu/ and csrc/cuda/.  Fake (meta) kernels and the
+// autograd formula are registered from Python: python/svdlora/linalg/backends/compiled.py
+// (rsvd ops) and python/svdlora/adapters/ops.py (adapter ops); a pure-torch implementation of
+// the adapter ops with the same signatures is python/svdlora/adapters/reference.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(svdlora, m) {
@@ -26,9 +28,9 @@ TORCH_LIBRARY(svdlora, m) {
   // C = diag(S) + scale * X @ Y (X: r x r', Y: r' x r); x (..., K), U (D, r), Vh (r, K).
   // Keep mode passes the frozen base weight W (D, K) -- the low-rank term is then accumulated
   // into x W^T in place -- or, for a base layer that is not a plain linear map (quantized,
-  // custom), its output base_out (..., D); drop mode passes neither.  A bias is folded into
-  // the low-rank GEMM as an extra column.  h = x Vh^T (..., r) is the only activation
-  // autograd saves.
+  // custom), its output base_out (..., D); drop mode passes neither.  The non-low-rank part
+  // (x W^T or base_out, and the bias) is written first and the low-rank GEMM accumulates into
+  // it.  h = x Vh^T (..., r) is the only activation autograd saves.
   m.def("adapter_forward(Tensor x, Tensor U, Tensor S, Tensor Vh, Tensor X, Tensor Y,"
         " float scale, Tensor? base_weight, Tensor? bias, Tensor? base_out) -> (Tensor y, Tensor h)");
   // Gradients of adapter_forward from dy and the saved h: dx (empty when need_dx is false;

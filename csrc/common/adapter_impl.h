@@ -1,5 +1,5 @@
-// The SVD-LoRA adapter forward and backward (DESIGN.md section 1) as a composition of ATen
-// GEMMs, shared by the CPU (MKL/OpenBLAS) and CUDA (cuBLAS) registrations.
+// The SVD-LoRA adapter forward and backward (docs/design.md, "The adapter") as a composition
+// of ATen GEMMs, shared by the CPU (MKL/OpenBLAS) and CUDA (cuBLAS) registrations.
 //
 // Each direction is two GEMMs over the activations (x Vh^T, then times U^T; dy U, then times
 // Vh).  The r x r core C = diag(S) + scale X Y sits between them and is applied in the
