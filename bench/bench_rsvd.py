@@ -25,7 +25,7 @@ from common import (frobenius_error, interleaved_medians, known_spectrum_matrix,
                     median_time, merge_section)
 
 import svdlora  # noqa: E402
-from svdlora._sketch import default_n_iter  # noqa: E402
+from svdlora.linalg import default_n_iter  # noqa: E402
 
 OVERSAMPLE = 10
 

@@ -50,7 +50,7 @@ def main() -> None:
         torch = None
     if torch is not None:
         T = torch.from_numpy(A)
-        q = svdlora._sketch.default_n_iter(k, exact_range=False)
+        q = svdlora.linalg.default_n_iter(k, exact_range=False)
         report(f"torch.svd_lowrank (q={k + 10}, niter={q})", A, k,
                lambda: tuple(x.numpy() for x in _lowrank(torch, T, k, q)))
         Tb = T.to(torch.bfloat16)

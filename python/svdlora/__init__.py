@@ -1,8 +1,11 @@
 """svdlora: fast randomized truncated SVD, SVD-LoRA adapters and spectral diagnostics.
 
-Works with numpy alone; with PyTorch and the compiled core it adds torch tensors (CPU, and
-CUDA when built with it), batched and bf16 inputs, and the SVD-LoRA adapters.  See
-:func:`build_info`.
+The package is laid out by part: :mod:`svdlora.linalg` (rsvd, pca, rsvd_many),
+:mod:`svdlora.adapters` (SVD-LoRA layers, conversion, files, the fused op; needs PyTorch),
+:mod:`svdlora.spectral` (random-matrix diagnostics) and :mod:`svdlora.cli` (the ``svdlora``
+command).  Every public name is also importable from ``svdlora`` itself.  It works with numpy
+alone; with PyTorch and the compiled core it adds torch tensors (CPU, and CUDA when built
+with it), batched and bf16 inputs, and the fused adapter kernels.  See :func:`build_info`.
 """
 from __future__ import annotations
 
@@ -10,43 +13,33 @@ import importlib
 from typing import Any
 
 from ._build_info import build_info
-from ._extension import HAS_COMPILED, MissingExtensionError, require_compiled
-from ._results import PCAResult, SVDResult
+from ._extension import HAS_COMPILED, HAS_TORCH, MissingExtensionError
 from . import spectral
-from .many import rsvd_many
-from .truncated_svd import ToleranceWarning, pca, rsvd
+from .linalg import PCAResult, SVDResult, ToleranceWarning, pca, rsvd, rsvd_many
 
 if HAS_COMPILED:
-    # Register fake kernels and autograd formulas for the compiled ops on import.
-    from . import _adapter_ops, _ops  # noqa: F401
+    # Register the fake kernels and autograd formulas of the compiled ops on import, so
+    # torch.compile and opcheck work on torch.ops.svdlora.* from the start.
+    from .linalg.backends import compiled as _compiled_rsvd  # noqa: F401
+    from .adapters import ops as _adapter_ops  # noqa: F401
 
 __version__ = "0.1.0"
 
-# Torch-only API, imported on first use so that a numpy-only install imports cleanly and
-# reports what is missing when one of these is touched.
-_TORCH_API = {
-    "SVDLoRALinear": ".nn",
-    "convert": ".model",
-    "merge": ".model",
-    "count_parameters": ".model",
-    "save_adapter": ".adapter_io",
-    "load_adapter": ".adapter_io",
-    "export_peft": ".adapter_io",
-    "svd_lora_linear": "._adapter_ops",
-    "buffer_cache_info": ".buffer_cache",
-    "set_buffer_cache_limit": ".buffer_cache",
-    "empty_buffer_cache": ".buffer_cache",
-}
+# The adapters need torch: imported on first use, so that a numpy-only install imports
+# cleanly and reports what is missing when one of these is touched.
+_TORCH_API = ("SVDLoRAConfig", "SVDLoRALinear", "convert", "merge", "count_parameters",
+              "save_adapter", "load_adapter", "export_peft", "svd_lora_linear",
+              "buffer_cache_info", "set_buffer_cache_limit", "empty_buffer_cache")
 
 
 def __getattr__(name: str) -> Any:
     if name in _TORCH_API:
-        require_compiled(f"svdlora.{name}")
-        value = getattr(importlib.import_module(_TORCH_API[name], __name__), name)
+        value = getattr(importlib.import_module(".adapters", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'svdlora' has no attribute {name!r}")
 
 
-__all__ = ["rsvd", "rsvd_many", "pca", "spectral", "SVDResult", "PCAResult", "ToleranceWarning", "build_info",
-           "MissingExtensionError", "__version__", *_TORCH_API]
+__all__ = ["rsvd", "rsvd_many", "pca", "spectral", "SVDResult", "PCAResult", "ToleranceWarning",
+           "build_info", "MissingExtensionError", "__version__",
+           *(_TORCH_API if HAS_TORCH else ())]

@@ -1,11 +1,21 @@
 """``svdlora.build_info()``: the one place that says what this install can do."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from ._extension import compiled, torch, unavailable_reason
+
+
+def _adapter_ops() -> Optional[Dict[str, str]]:
+    """Which implementation of the adapter op runs per device type."""
+    if torch is None:
+        return None
+    cuda = compiled is not None and bool(compiled.build_info()["cuda"])
+    return {"cpu": "compiled" if compiled is not None else "reference",
+            "cuda": "compiled" if cuda else "reference",
+            "other": "reference"}
 
 
 def build_info() -> Dict[str, Any]:
@@ -20,7 +30,11 @@ def build_info() -> Dict[str, Any]:
         ``built_with_torch`` (str or None): the torch the core was compiled against;
         ``cuda_version`` (str or None): CUDA version of the compiled kernels;
         ``cuda_available`` (bool): torch sees a GPU now;
-        ``numpy_version`` (str); ``backends`` (list of str) usable for dense input;
+        ``numpy_version`` (str); ``backends`` (list of str): rsvd backends usable for dense
+        input;
+        ``adapter_ops`` (dict or None): per device type ("cpu", "cuda", "other"), whether
+        the SVD-LoRA op runs the compiled kernel ("compiled") or the pure-torch fallback
+        ("reference"); None without torch;
         ``reason`` (str): why the compiled core is missing ('' when present).
     """
     info: Dict[str, Any] = {
@@ -32,6 +46,7 @@ def build_info() -> Dict[str, Any]:
         "cuda_available": bool(torch is not None and torch.cuda.is_available()),
         "numpy_version": np.__version__,
         "backends": ["numpy"],
+        "adapter_ops": _adapter_ops(),
         "reason": unavailable_reason(),
     }
     if compiled is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .._progress import progress as progress_bar
+
 
 class UsageError(Exception):
     """Bad arguments or an unreadable input: reported in one line, exit status 2."""
@@ -23,6 +25,7 @@ def require_extra(module: str, extra: str = "cli", purpose: str = "the command l
 
 
 def progress(iterable, total: int, desc: str):
-    """A tqdm progress bar on stderr (silent when stderr is not a terminal)."""
-    tqdm = require_extra("tqdm").tqdm
-    return tqdm(iterable, total=total, desc=desc, unit="tensor", leave=False, disable=None)
+    """The package's progress bar (on stderr, silent when it is not a terminal), over
+    tensors; the command line requires tqdm (its ``cli`` extra) rather than going without."""
+    require_extra("tqdm")
+    return progress_bar(iterable, desc=desc, unit="tensor", total=total)

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ..truncated_svd import ToleranceWarning, rsvd
+from ..linalg import ToleranceWarning, rsvd
 from .errors import UsageError
 from .tensor_files import TensorFile, require_matrix, save_npz
 

@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..truncated_svd import rsvd
+from ..linalg import rsvd
 
 
 def load_image() -> np.ndarray:

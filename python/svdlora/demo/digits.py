@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .. import spectral
-from ..model import count_parameters, freeze_all_but_adapters
-from ..nn import SVDLoRALinear
+from ..adapters.model import count_parameters, freeze_all_but_adapters
+from ..adapters.layer import SVDLoRALinear
 
 HIDDEN = 256
 INTRUDER_LAYERS = ("fc1", "fc2")

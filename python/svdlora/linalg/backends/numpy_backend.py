@@ -1,0 +1,128 @@
+"""The numpy backend: the same algorithm as the compiled op, on any :class:`LinearMap`.
+
+Used when the compiled core is absent, for sparse matrices and linear operators, and on
+request (``backend="numpy"``).  Orthonormalisation here is Householder QR (LAPACK via
+numpy); the compiled op uses CholeskyQR2.  Both span the same subspaces, so given the same
+test matrix the two produce the same factors to rounding.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Tuple
+
+import numpy as np
+
+from ..._checks import DENSE_NUMPY, DENSE_TORCH, SPARSE_TORCH, MatrixInput
+from ..._extension import torch
+from ..plan import RSVDPlan
+from .linear_maps import LinearMap, column_mean, compute_dtype, squared_frobenius, to_linear_map
+
+Factors = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def factorize(info: MatrixInput, plan: RSVDPlan, omega: np.ndarray) -> Tuple[Any, Any, Any, Any, float]:
+    """Run ``plan`` on ``info`` with test matrix ``omega``: ``(U, S, Vh, mean, rel_err)``.
+
+    Results are numpy arrays, or torch tensors for torch input (dense float32/float64 CPU
+    tensors are viewed as numpy without a copy; sparse tensors are read on the host and the
+    results returned on their device).  ``rel_err`` is the adaptive mode's
+    error estimate (0 otherwise).
+    """
+    as_torch = info.kind in (DENSE_TORCH, SPARSE_TORCH)
+    device = info.value.device if info.kind == SPARSE_TORCH else "cpu"
+    if info.kind == DENSE_TORCH:
+        info = MatrixInput(DENSE_NUMPY, info.value.detach().numpy(), info.shape)
+    op = to_linear_map(info)
+    mean = column_mean(info, op) if plan.center else None
+    target = op.centered(mean) if mean is not None else op
+    err = 0.0
+    if plan.adaptive:
+        frob = squared_frobenius(info, op, mean)
+        U, S, Vh, err = rsvd_adaptive(target, plan.rank, omega, plan.n_iter, plan.tol,
+                                      plan.block, frob)
+    else:
+        U, S, Vh = rsvd_fixed(target, plan.rank, omega, plan.n_iter)
+    if mean is None:
+        mean = np.zeros(info.shape[:-2] + info.shape[-1:], dtype=compute_dtype(op.dtype))
+    if as_torch:
+        U, S, Vh, mean = (torch.from_numpy(np.ascontiguousarray(x)).to(device)
+                          for x in (U, S, Vh, mean))
+    return U, S, Vh, mean, err
+
+
+def _orth(Y: np.ndarray) -> np.ndarray:
+    return np.linalg.qr(Y, mode="reduced")[0]
+
+
+def _small_svd(Q: np.ndarray, Bt: np.ndarray, k: int) -> Factors:
+    # B = Q^T A is l x n; factor B^T = Qb R, then R = Ur S Vrh gives B = Vrh^T S (Qb Ur)^T.
+    Qb, R = np.linalg.qr(Bt, mode="reduced")
+    Ur, S, Vrh = np.linalg.svd(R)
+    U = Q @ np.swapaxes(Vrh, -1, -2)[..., :k]
+    Vh = np.swapaxes(Qb @ Ur[..., :k], -1, -2)
+    return U, S[..., :k], Vh
+
+
+def _finalize(U: np.ndarray, S: np.ndarray, Vh: np.ndarray, transposed: bool) -> Factors:
+    if transposed:
+        U, Vh = np.swapaxes(Vh, -1, -2), np.swapaxes(U, -1, -2)
+    pivot = np.take_along_axis(U, np.abs(U).argmax(axis=-2)[..., None, :], axis=-2)
+    sign = np.where(pivot < 0, -1, 1).astype(U.dtype)
+    return (np.ascontiguousarray(U * sign), np.ascontiguousarray(S),
+            np.ascontiguousarray(Vh * np.swapaxes(sign, -1, -2)))
+
+
+def rsvd_fixed(op: LinearMap, rank: int, omega: np.ndarray, n_iter: int) -> Factors:
+    """Rank-``rank`` randomized SVD; ``omega`` is (min(m, n), l)."""
+    transposed = op.shape[-2] < op.shape[-1]
+    if transposed:
+        op = op.T
+    omega = omega.astype(op.dtype, copy=False)
+    Q = _orth(op.matmat(omega))
+    for _ in range(n_iter):
+        Q = _orth(op.matmat(_orth(op.rmatmat(Q))))
+    return _finalize(*_small_svd(Q, op.rmatmat(Q), rank), transposed)
+
+
+def rsvd_adaptive(op: LinearMap, max_rank: int, omega: np.ndarray, n_iter: int, tol: float,
+                  block_size: int, frob_sq: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Blocked randQB_EI (Yu, Gu & Li 2018) on a 2-D map; see ``svdlora::rsvd_adaptive``."""
+    transposed = op.shape[-2] < op.shape[-1]
+    if transposed:
+        op = op.T
+    m, n = op.shape
+    omega = omega.astype(op.dtype, copy=False)
+    threshold = tol * tol * frob_sq
+    remaining = frob_sq
+    Q = np.zeros((m, 0), op.dtype)
+    Bt = np.zeros((n, 0), op.dtype)
+
+    def resid(X: np.ndarray) -> np.ndarray:
+        return op.matmat(X) - Q @ (Bt.T @ X)
+
+    def resid_t(Y: np.ndarray) -> np.ndarray:
+        return op.rmatmat(Y) - Bt @ (Q.T @ Y)
+
+    L = omega.shape[1]
+    for start in range(0, L, block_size):
+        if start > 0 and remaining <= threshold:  # the first block always runs (zero A)
+            break
+        Qi = _orth(resid(omega[:, start:start + block_size]))
+        for _ in range(n_iter):
+            Qi = _orth(resid(_orth(resid_t(Qi))))
+        if Q.shape[1]:
+            Qi = _orth(Qi - Q @ (Q.T @ Qi))
+        Bti = op.rmatmat(Qi)
+        Q = np.concatenate([Q, Qi], axis=1)
+        Bt = np.concatenate([Bt, Bti], axis=1)
+        remaining -= float(np.sum(Bti.astype(np.float64) ** 2))
+
+    l = Q.shape[1]
+    U, S, Vh = _small_svd(Q, Bt, l)
+    captured = np.cumsum(S.astype(np.float64) ** 2)[: min(max_rank, l)]
+    hits = np.nonzero(frob_sq - captured <= threshold)[0]
+    r = int(hits[0]) + 1 if hits.size else min(max_rank, l)
+    err2 = max(frob_sq - float(captured[r - 1]), 0.0)
+    rel_err = math.sqrt(err2 / frob_sq) if frob_sq > 0 else 0.0
+    U, S, Vh = _finalize(U[:, :r], S[:r], Vh[:r], transposed)
+    return U, S, Vh, rel_err

@@ -1,0 +1,181 @@
+"""Adapter files: save/load round trips (bit-exact), the config file as SVDLoRAConfig dicts,
+version-1 files, validation before anything changes, and lossless PEFT export."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from helpers import mlp, move_off_init, needs_torch, torch
+
+pytestmark = needs_torch
+
+if torch is not None:
+    from torch import nn
+
+    import svdlora
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_save_load_round_trip(tmp_path, residual):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, residual=residual, progress=False)
+    move_off_init(model)
+    x = torch.randn(4, 20, dtype=torch.float64)
+    y = model(x)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    assert sorted(os.listdir(tmp_path / "ad")) == ["adapter.safetensors", "adapter_config.json"]
+    fresh = mlp()
+    svdlora.load_adapter(fresh, tmp_path / "ad")
+    assert torch.equal(fresh(x), y)
+    assert svdlora.count_parameters(fresh) == svdlora.count_parameters(model)
+
+
+def test_config_file_holds_each_layers_svdlora_config(tmp_path):
+    model = mlp()
+    svdlora.convert(model, energy=0.8, inner_rank=2, alpha=3.0, rank_stabilized=True,
+                    progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    saved = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    assert saved["format"] == "svdlora-adapter" and saved["version"] == 2
+    for name, spec in saved["layers"].items():
+        layer = model.get_submodule(name)
+        config = svdlora.SVDLoRAConfig.from_dict(spec["config"])
+        assert config == layer.config and config.to_dict() == spec["config"]
+        assert (config.rank, config.alpha, config.rank_stabilized) == (layer.rank, 3.0, True)
+        assert (spec["in_features"], spec["out_features"]) == (layer.in_features, layer.out_features)
+
+
+def test_reads_version_1_files(tmp_path):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    move_off_init(model)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    path = tmp_path / "ad" / "adapter_config.json"
+    saved = json.loads(path.read_text())
+    v1 = {"format": "svdlora-adapter", "version": 1, "layers": {}}
+    for name, spec in saved["layers"].items():
+        c = spec["config"]
+        v1["layers"][name] = {"in_features": spec["in_features"], "out_features": spec["out_features"],
+                              "rank": c["rank"], "inner_rank": c["inner_rank"], "alpha": c["alpha"],
+                              "rank_stabilized": c["rank_stabilized"], "residual": c["mode"] == "keep",
+                              "dtype": spec["dtype"]}
+    path.write_text(json.dumps(v1))
+    fresh = mlp()
+    svdlora.load_adapter(fresh, tmp_path / "ad")
+    x = torch.randn(3, 20, dtype=torch.float64)
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_load_errors_leave_model_unchanged(tmp_path):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    wrong = nn.Sequential(nn.Linear(20, 32), nn.GELU(), nn.Linear(32, 25)).double()
+    before = {k: v.clone() for k, v in wrong.state_dict().items()}
+    with pytest.raises(ValueError, match="not found|->"):
+        svdlora.load_adapter(wrong, tmp_path / "ad")
+    assert all(torch.equal(before[k], v) for k, v in wrong.state_dict().items())
+    assert type(wrong[0]) is nn.Linear  # nothing was converted
+    with pytest.raises(ValueError, match="not an svdlora adapter"):
+        svdlora.load_adapter(mlp(), tmp_path / "missing")
+    path = tmp_path / "ad" / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["layers"]["4"]["config"]["rank"] = 4  # a later layer: the earlier ones must not change
+    path.write_text(json.dumps(cfg))
+    fresh = mlp()
+    with pytest.raises(ValueError, match="shape"):
+        svdlora.load_adapter(fresh, tmp_path / "ad")
+    assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda layer: layer["config"].pop("alpha"), "malformed.*SVDLoRAConfig fields"),
+    (lambda layer: layer["config"].update(mode="sideways"), "malformed.*mode"),
+    (lambda layer: layer["config"].update(inner_rank=99), "malformed.*inner_rank"),
+    (lambda layer: layer["config"].update(rank="5"), "malformed.*rank"),
+    (lambda layer: layer.update(in_features=-1), "malformed.*in_features"),
+    (lambda layer: layer.update(extra=1), "malformed.*unknown keys"),
+])
+def test_malformed_layer_configs_are_rejected_before_any_change(tmp_path, edit, match):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    path = tmp_path / "ad" / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    edit(cfg["layers"]["4"])
+    path.write_text(json.dumps(cfg))
+    fresh = mlp()
+    with pytest.raises(ValueError, match=match):
+        svdlora.load_adapter(fresh, tmp_path / "ad")
+    assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+
+
+def test_load_checks_settings_of_converted_layers_and_tensor_values(tmp_path):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    other = mlp()
+    svdlora.convert(other, rank=5, inner_rank=2, alpha=8.0, progress=False)
+    with pytest.raises(ValueError, match="alpha"):
+        svdlora.load_adapter(other, tmp_path / "ad")
+    # NaN in a saved tensor
+    st = pytest.importorskip("safetensors.torch")
+    tensors = st.load_file(str(tmp_path / "ad" / "adapter.safetensors"))
+    tensors["2.S"][0] = float("nan")
+    st.save_file(tensors, str(tmp_path / "ad" / "adapter.safetensors"))
+    fresh = mlp()
+    with pytest.raises(ValueError, match="finite"):
+        svdlora.load_adapter(fresh, tmp_path / "ad")
+    assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+
+
+def test_save_and_load_check_their_arguments(tmp_path):
+    with pytest.raises(ValueError, match="no SVDLoRALinear"):
+        svdlora.save_adapter(mlp(), tmp_path / "x")
+    with pytest.raises(TypeError, match="path"):
+        svdlora.load_adapter(mlp(), 3)
+    (tmp_path / "file").write_text("x")
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    with pytest.raises(ValueError, match="not a directory"):
+        svdlora.save_adapter(model, tmp_path / "file")
+
+
+def test_peft_export_reproduces_outputs(tmp_path):
+    peft = pytest.importorskip("peft")
+    model = mlp()
+    base = mlp()  # identical weights (same seed)
+    svdlora.convert(model, rank=5, inner_rank=2, target_modules=["0", "2"], progress=False)
+    with torch.no_grad():
+        model[0].Y.normal_()
+        model[2].S.mul_(1.2)
+    x = torch.randn(6, 20, dtype=torch.float64)
+    y = model(x)
+    svdlora.export_peft(model, tmp_path / "peft")
+    peft_model = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft"))
+    torch.testing.assert_close(peft_model(x), y, rtol=1e-10, atol=1e-10)
+
+
+def test_peft_export_with_per_layer_ranks(tmp_path):
+    # energy picks a different rank per layer: PEFT needs rank_pattern/alpha_pattern
+    peft = pytest.importorskip("peft")
+    model, base = mlp(), mlp()
+    svdlora.convert(model, energy=0.8, inner_rank=2, progress=False)
+    ranks = {model[i].rank for i in (0, 2, 4)}
+    assert len(ranks) > 1
+    with torch.no_grad():
+        for i in (0, 2, 4):
+            model[i].Y.normal_()
+    x = torch.randn(6, 20, dtype=torch.float64)
+    svdlora.export_peft(model, tmp_path / "peft")
+    peft_model = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft"))
+    torch.testing.assert_close(peft_model(x), model(x), rtol=1e-10, atol=1e-10)
+
+
+def test_peft_export_rejects_drop_mode(tmp_path):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, residual=False, progress=False)
+    with pytest.raises(ValueError, match="keep-mode"):
+        svdlora.export_peft(model, tmp_path / "p")
