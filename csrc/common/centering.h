@@ -61,9 +61,9 @@ class CenteredOperator {
     return Z;
   }
 
-  // ||A - l r^T||_F^2 in float64, a block of rows at a time (never a full-size copy of A, and
-  // the centred values are formed before squaring, so a large mean cannot cancel the rest
-  // away).  One host read at the end.
+  // ||A - l r^T||_F^2 in float64, a block of rows at a time (never a full-size copy of A; the
+  // centred values are formed before squaring rather than expanding the square).  One host
+  // read at the end.
   double squared_frobenius() const {
     const int64_t M = tall_.size(-2);
     const int64_t per_row = std::max<int64_t>(1, tall_.numel() / std::max<int64_t>(M, 1));

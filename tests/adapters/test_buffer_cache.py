@@ -159,8 +159,19 @@ def test_concurrent_threads_get_correct_results():
     assert svdlora.buffer_cache_info()["cached_bytes"] <= 64 << 20
 
 
+def test_set_limit_takes_any_integer_type():
+    import numpy as np
+
+    import svdlora
+    svdlora.set_buffer_cache_limit(np.int64(64 << 20))
+    assert svdlora.buffer_cache_info()["limit_bytes"] == 64 << 20
+    svdlora.set_buffer_cache_limit(np.uint32(32 << 20))
+    assert svdlora.buffer_cache_info()["limit_bytes"] == 32 << 20
+
+
 @pytest.mark.parametrize("bad, exc", [(-1, ValueError), (2**63, ValueError), ("1GB", TypeError),
-                                      (1.5, TypeError), (True, TypeError), (None, TypeError)])
+                                      (1.5, TypeError), (True, TypeError), (None, TypeError),
+                                      (__import__("numpy").float64(8.0), TypeError)])
 def test_set_limit_rejects_bad_values(bad, exc):
     import svdlora
     limit = svdlora.buffer_cache_info()["limit_bytes"]

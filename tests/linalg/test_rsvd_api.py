@@ -266,8 +266,9 @@ def test_torch_pca_uses_compiled_centring(device, shape):
 @needs_compiled
 @pytest.mark.parametrize("shape", [(300, 80), (80, 300)])
 def test_adaptive_op_error_estimate_with_centring_and_a_large_mean(device, shape):
-    # The op's ||X - 1 mu^T||_F^2 must come from centred values: ||X||^2 - m ||mu||^2 would
-    # cancel catastrophically with a mean 10^4 times the spread of the data.
+    # The adaptive op's error estimate uses ||X - 1 mu^T||_F^2 of the implicitly centred
+    # matrix; with a mean 10^4 times the spread of the data it must still be the exact
+    # relative error of the returned factors.
     X = torch.from_numpy(_decaying(*shape)).to(device) + 1e4
     mean = X.mean(0)
     Xc = X - mean
