@@ -1,7 +1,7 @@
-"""Splice the tables printed by `svdlora demo` into README.md (between the demo-output markers).
+"""Splice the tables printed by `svdlora demo` into docs/demo.md (between its markers).
 
     svdlora demo --out demo-out | tee demo-out/stdout.txt
-    python scripts/update_readme_demo.py demo-out/stdout.txt
+    python scripts/update_demo_docs.py demo-out/stdout.txt
 
 Only the tables are replaced; the prose around them is written by hand.
 """
@@ -12,7 +12,7 @@ import re
 import sys
 import tempfile
 
-README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+PAGE = os.path.join(os.path.dirname(__file__), "..", "docs", "demo.md")
 
 
 def tables(stdout: str) -> dict:
@@ -28,19 +28,19 @@ def tables(stdout: str) -> dict:
 def main(path: str) -> None:
     with open(path) as f:
         found = tables(f.read())
-    with open(README) as f:
+    with open(PAGE) as f:
         text = f.read()
     for key, body in found.items():
         pattern = re.compile(rf"(<!-- demo:{re.escape(key)} -->).*?(<!-- /demo:{re.escape(key)} -->)",
                              re.S)
         if not pattern.search(text):
-            sys.exit(f"README.md has no demo:{key} markers")
+            sys.exit(f"docs/demo.md has no demo:{key} markers")
         text = pattern.sub(lambda m: f"{m.group(1)}\n{body}\n{m.group(2)}"
                            if key != "total" else f"{m.group(1)}{body}{m.group(2)}", text)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(README))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(PAGE))
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.replace(tmp, README)
+    os.replace(tmp, PAGE)
 
 
 if __name__ == "__main__":
