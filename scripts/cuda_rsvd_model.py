@@ -5,7 +5,7 @@ the Gram + eigensolver small SVD with S = ||B^T w_i|| (small_svd_cuda.cpp), and 
 the split panels (one bf16 piece for the sketch and power iterations, three for B = Q^T A;
 passes_cuda.cpp).  It checks the accuracy bar (error / Eckart-Young optimum), orthonormality,
 rank-deficient and zero inputs.  It models the arithmetic only: cuBLAS/cuSOLVER calls, layouts
-and streams are what tests/test_rsvd_cuda.py checks on a GPU.
+and streams are what the `cuda`-marked tests (`pytest -m cuda`) check on a GPU.
 
     python scripts/cuda_rsvd_model.py        (from the repository root, in the dev venv)
 """
@@ -16,8 +16,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from conftest import (matrix_with_spectrum, optimal_error, orthonormality_defect,  # noqa: E402
-                      reconstruction_error, spectrum)
+from helpers import (matrix_with_spectrum, optimal_error, orthonormality_defect,  # noqa: E402
+                     reconstruction_error, spectrum)
 
 
 def noise(m, l):
