@@ -4,7 +4,7 @@ orthonormal factors and a valid spectrum, over spectra, shapes, ranks and dtypes
 Where the optimum itself is only a few rounding errors of the working precision (float32,
 exp(-i/20) at rank 256: optimum 2.8e-6 ||A||_F), no algorithm in that precision reaches
 1.01x; there the bar is the optimum plus 4 rounding floors ``u sqrt(max(m, n)) ||A||_F`` in
-quadrature (see ``conftest.allowed_error``): a bound from the precision alone, the same on
+quadrature (see ``helpers.allowed_error``): a bound from the precision alone, the same on
 every CPU whatever its BLAS kernels.  Every other case keeps the 1.01x bar unchanged."""
 from __future__ import annotations
 
