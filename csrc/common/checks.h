@@ -37,8 +37,10 @@ inline void check_rsvd_inputs(const at::Tensor& A, const at::Tensor& omega,
   TORCH_CHECK(n_iter >= 0, "svdlora: n_iter must be >= 0, got ", n_iter);
   if (col_mean.has_value()) {
     const auto& mu = *col_mean;
-    TORCH_CHECK(mu.dim() == A.dim() - 1 && mu.size(-1) == A.size(-1),
-                "svdlora: col_mean must have shape (..., n) matching A, got ", mu.sizes());
+    TORCH_CHECK(mu.dim() == A.dim() - 1 && mu.size(-1) == A.size(-1) &&
+                    mu.sizes().slice(0, mu.dim() - 1) == A.sizes().slice(0, A.dim() - 2),
+                "svdlora: col_mean must have shape (..., n) matching A ", A.sizes(), ", got ",
+                mu.sizes());
     TORCH_CHECK(mu.device() == A.device(), "svdlora: col_mean must be on ", A.device());
   }
 }

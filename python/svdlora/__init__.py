@@ -3,7 +3,8 @@
 The package is laid out by part: :mod:`svdlora.linalg` (rsvd, pca, rsvd_many),
 :mod:`svdlora.adapters` (SVD-LoRA layers, conversion, files, the fused op; needs PyTorch),
 :mod:`svdlora.spectral` (random-matrix diagnostics) and :mod:`svdlora.cli` (the ``svdlora``
-command).  Every public name is also importable from ``svdlora`` itself.  It works with numpy
+command).  The main entry points are importable from ``svdlora`` itself (``svdlora.rsvd``,
+``svdlora.SVDLoRAConfig``, ...; the diagnostics as ``svdlora.spectral.*``).  It works with numpy
 alone; with PyTorch and the compiled core it adds torch tensors (CPU, and CUDA when built
 with it), batched and bf16 inputs, and the fused adapter kernels.  See :func:`build_info`.
 """
@@ -38,6 +39,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'svdlora' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_TORCH_API if HAS_TORCH else ()))
 
 
 __all__ = ["rsvd", "rsvd_many", "pca", "spectral", "SVDResult", "PCAResult", "ToleranceWarning",

@@ -88,6 +88,28 @@ def test_load_errors_leave_model_unchanged(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         svdlora.load_adapter(fresh, tmp_path / "ad")
     assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+    assert all(p.requires_grad for p in fresh.parameters())  # layers 0 and 2 were built first
+
+
+def test_layer_names_that_cannot_hold_an_adapter_are_rejected(tmp_path):
+    layer = svdlora.SVDLoRALinear.from_linear(nn.Linear(8, 8), 4, 2)
+    with pytest.raises(ValueError, match="model itself is an SVDLoRALinear"):
+        svdlora.save_adapter(layer, tmp_path / "bare")
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    path = tmp_path / "ad" / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    for bad in ("", "0.base_layer"):
+        edited = dict(cfg, layers={bad: cfg["layers"]["0"]})
+        path.write_text(json.dumps(edited))
+        target = mlp()
+        svdlora.convert(target, rank=5, inner_rank=2, target_modules=["0"], progress=False)
+        with pytest.raises(ValueError, match="does not name a layer"):
+            svdlora.load_adapter(target, tmp_path / "ad")
+    path.write_text(json.dumps(dict(cfg, layers={})))
+    with pytest.raises(ValueError, match="lists no layers"):
+        svdlora.load_adapter(mlp(), tmp_path / "ad")
 
 
 @pytest.mark.parametrize("edit, match", [

@@ -69,6 +69,29 @@ def test_merge_is_exact_for_a_base_that_is_not_a_plain_linear(bias):
     torch.testing.assert_close(model(x), y, rtol=1e-12, atol=1e-12)
 
 
+def test_merge_of_a_low_precision_subclassed_base_is_as_accurate_as_the_layer():
+    # measured in the base's own bf16, b = base(0) would put the rounding of a large bias into
+    # every entry of W; the merge measures a float64 copy instead
+    torch.manual_seed(0)
+
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return nn.functional.linear(x, 2 * self.weight, self.bias)
+
+    base = Scaled(64, 48).to(torch.bfloat16)
+    with torch.no_grad():
+        base.weight.normal_(0, 0.01)
+        base.bias.fill_(4.0)
+    model = nn.Sequential(base)
+    svdlora.convert(model, rank=8, inner_rank=2, progress=False)
+    move_off_init(model)
+    x = torch.randn(16, 64).to(torch.bfloat16)
+    y = model(x).float().detach()
+    svdlora.merge(model)
+    err = float((model(x).float() - y).detach().abs().max())
+    assert err <= 4 * 2.0 ** -8 * float(y.abs().max()), err  # a few bf16 roundings of y
+
+
 def test_merge_refuses_a_base_whose_forward_is_not_affine():
     model = nn.Sequential(Clipped(12, 9).double(), nn.Tanh(), nn.Linear(9, 4).double())
     svdlora.convert(model, rank=4, inner_rank=2, progress=False)
@@ -180,6 +203,51 @@ def test_convert_bad_inputs_leave_model_unchanged(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         svdlora.convert(model, **kwargs)
     assert all(type(model[i]) is nn.Linear for i in (0, 2, 4))
+
+
+def test_a_failure_in_a_later_layer_leaves_the_model_as_it_was(monkeypatch):
+    import svdlora.adapters.model as model_module
+    model = mlp()
+    real = model_module.truncated_factors
+    calls = []
+
+    def failing_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("simulated failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "truncated_factors", failing_on_the_third)
+    with pytest.raises(ValueError, match="layer '4'.*simulated"):
+        svdlora.convert(model, rank=4, inner_rank=2, progress=False)
+    assert all(type(model[i]) is nn.Linear for i in (0, 2, 4))
+    assert all(p.requires_grad for p in model.parameters())  # earlier bases not left frozen
+
+
+def test_energy_one_keeps_the_numerical_rank_with_either_svd():
+    torch.manual_seed(3)
+    for svd in ("exact", "randomized"):
+        lin = nn.Linear(40, 64).double()
+        with torch.no_grad():  # rank 3
+            lin.weight.copy_(torch.randn(64, 3, dtype=torch.float64) @ torch.randn(3, 40, dtype=torch.float64))
+        model = nn.Sequential(lin)
+        svdlora.convert(model, rank=30, energy=1.0, inner_rank=2, svd=svd, progress=False)
+        assert model[0].rank == 3, svd
+        model = nn.Sequential(nn.Linear(40, 64).double())
+        svdlora.convert(model, energy=1e-17, inner_rank=2, svd=svd, progress=False)
+        assert model[0].rank == 1, svd
+
+
+def test_layers_record_the_conversion_settings():
+    model = mlp()
+    svdlora.convert(model, energy=0.8, inner_rank=2, svd="exact", seed=5, target_modules=["0"],
+                    progress=False)
+    c = model[0].config
+    assert (c.svd, c.seed, c.energy, c.target_modules, c.rank) == ("exact", 5, 0.8, ("0",), model[0].rank)
+    layer = svdlora.SVDLoRALinear.from_linear(nn.Linear(10, 12), 4, 2, svd="exact", seed=9)
+    assert (layer.config.svd, layer.config.seed) == ("exact", 9)
+    with pytest.raises(ValueError, match="does not describe"):
+        layer.record_config(svdlora.SVDLoRAConfig(rank=5, inner_rank=2))
 
 
 def test_numpy_integers_are_accepted():

@@ -91,6 +91,11 @@ def test_bad_keyword_arguments(kwargs, exc, match):
         svdlora.rsvd(A, 2, **kwargs)
 
 
+def test_pca_has_no_gesvdr_backend():
+    with pytest.raises(ValueError, match="backend"):
+        svdlora.pca(A, 2, backend="cusolver_gesvdr")
+
+
 def test_tol_with_batched_input():
     with pytest.raises(ValueError, match="tol"):
         svdlora.rsvd(np.ones((2, 5, 4)), 1, tol=0.1)
@@ -172,3 +177,5 @@ def test_direct_op_calls_are_checked_not_crashing():
         op(torch.ones(10, 6, dtype=torch.int64), torch.randn(6, 3), None, 2, 1)
     with pytest.raises(RuntimeError, match="col_mean"):
         op(X, torch.randn(6, 3), torch.zeros(5), 2, 1)
+    with pytest.raises(RuntimeError, match="col_mean"):  # batch dims must match A's
+        op(torch.randn(2, 10, 6), torch.randn(6, 3), torch.zeros(3, 6), 2, 1)

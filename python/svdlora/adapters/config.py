@@ -49,7 +49,9 @@ class SVDLoRAConfig:
         Seed of the randomized SVD and of ``X``'s initialisation.
     energy : float in (0, 1] or None
         Per layer, the smallest rank whose share of ``sum(sigma^2)`` reaches ``energy``
-        (capped by ``rank``).
+        (capped by ``rank``); ``1.0`` keeps the numerically non-zero spectrum.  With
+        ``svd="randomized"`` the rank comes from the adaptive rsvd's error estimate (it may
+        exceed the exact one by a rank or two), with ``svd="exact"`` from the full spectrum.
     target_modules : None, str or sequence of str
         Which layers: None (every ``nn.Linear``), a regex matched against full module names
         (PEFT's convention), or names that a module name equals or ends with (``".name"``).
@@ -97,7 +99,8 @@ class SVDLoRAConfig:
 
     @property
     def scale(self) -> float:
-        """``alpha / r'`` or ``alpha / sqrt(r')`` for this config's ``inner_rank``."""
+        """``alpha / r'`` or ``alpha / sqrt(r')`` for this config's ``inner_rank`` (a layer
+        whose ``r'`` was clipped by ``energy`` has its own, in ``layer.scale``)."""
         return adapter_scale(self.inner_rank, self.alpha, self.rank_stabilized)
 
     def layer_ranks(self, in_features: int, out_features: int,

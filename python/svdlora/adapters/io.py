@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_path
-from ._module_tree import set_submodule
+from ._module_tree import set_submodule, unchanged_on_error
 from .config import SVDLoRAConfig
 from .layer import SVDLoRALinear
 from .model import freeze_all_but_adapters
@@ -82,6 +82,9 @@ def save_adapter(model: nn.Module, path: str) -> None:
     """
     path = check_path(path, "path")
     layers = _adapters(model)
+    if layers[0][0] == "":
+        raise ValueError("model itself is an SVDLoRALinear; save the module that contains it "
+                         "(e.g. torch.nn.Sequential(layer)) so the layer has a name")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"path {path!r} exists and is not a directory")
     os.makedirs(path, exist_ok=True)
@@ -114,6 +117,8 @@ def _read_config(path: str) -> Dict[str, Any]:
         raise ValueError(f"{cfg_path}: not an svdlora adapter config (format {found!r})")
     if config.get("version") not in (1, FORMAT_VERSION):
         raise ValueError(f"{cfg_path}: unsupported adapter format version {config.get('version')!r}")
+    if not config["layers"]:
+        raise ValueError(f"{cfg_path}: the adapter config lists no layers")
     return config
 
 
@@ -141,11 +146,18 @@ def load_adapter(model: nn.Module, path: str) -> nn.Module:
     except Exception as exc:  # safetensors raises its own error types on corrupt files
         raise ValueError(f"{os.path.join(path, ADAPTER_FILE)}: unreadable safetensors file ({exc})") from None
     modules = dict(model.named_modules())
-    # Phase 1: validate everything and build every new layer; the model is not touched yet.
+    inside_adapters = [n + "." for n, m in modules.items() if isinstance(m, SVDLoRALinear) and n]
+    # Phase 1: validate everything and build every new layer; the model is left as it was
+    # if anything fails (building a layer freezes its base, which is undone then).
     plan = []
-    for name, spec in config["layers"].items():
-        layer_config, shape = _layer_spec(name, spec, config["version"])
-        plan.append((name, _prepare_layer(name, layer_config, shape, modules.get(name), tensors)))
+    with unchanged_on_error(model):
+        for name, spec in config["layers"].items():
+            if not isinstance(name, str) or not name or name.startswith(tuple(inside_adapters)):
+                raise ValueError(f"adapter layer name {name!r} does not name a layer of the model "
+                                 "that can hold an adapter")
+            layer_config, shape = _layer_spec(name, spec, config["version"])
+            plan.append((name, _prepare_layer(name, layer_config, shape, modules.get(name),
+                                              tensors)))
     # Phase 2: nothing below can fail on bad input.
     for name, (module, new_layer) in plan:
         target = module
@@ -214,9 +226,10 @@ def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], mod
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
             raise ValueError(f"tensor {key!r} must be floating and finite")
     if isinstance(module, SVDLoRALinear):
-        if module.config != config:
-            raise ValueError(f"layer {name!r} is already converted with {module.config}, the "
-                             f"adapter has {config}")
+        have, want = _math_settings(module.config), _math_settings(config)
+        if have != want:
+            raise ValueError(f"layer {name!r} is already converted with (rank, inner_rank, alpha, "
+                             f"rank_stabilized, mode) = {have}, the adapter has {want}")
         return module, None
     try:
         new_layer = SVDLoRALinear.from_factors(
@@ -224,7 +237,13 @@ def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], mod
             alpha=config.alpha, rank_stabilized=config.rank_stabilized, residual=config.residual)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"layer {name!r}: {exc}") from None
+    new_layer.record_config(config)
     return module, new_layer
+
+
+def _math_settings(config: SVDLoRAConfig) -> Tuple[Any, ...]:
+    """The settings that define a layer's map (not how its factors were computed)."""
+    return config.rank, config.inner_rank, config.alpha, config.rank_stabilized, config.mode
 
 
 def export_peft(model: nn.Module, directory: str) -> None:

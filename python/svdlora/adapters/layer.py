@@ -7,6 +7,7 @@ pure-torch reference where no compiled kernel exists).
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional, Tuple
 
@@ -82,6 +83,7 @@ class SVDLoRALinear(nn.Module):
         self.residual = config.residual
         self.scale = config.scale
         self._backend = "auto"
+        self._config = config
         kw = {"dtype": dtype, "device": device}
         # The small trainable tensors (and S0) stay in float32 for float16/bfloat16 layers: a
         # bf16 S near 8 has a spacing of 0.06, so optimiser steps of 1e-3 would round away.
@@ -117,10 +119,27 @@ class SVDLoRALinear(nn.Module):
 
     @property
     def config(self) -> SVDLoRAConfig:
-        """This layer's settings as an :class:`SVDLoRAConfig` (its own ranks)."""
-        return SVDLoRAConfig(rank=self.rank, inner_rank=self.inner_rank, alpha=self.alpha,
-                             rank_stabilized=self.rank_stabilized,
-                             mode="keep" if self.residual else "drop")
+        """This layer's settings as an :class:`SVDLoRAConfig`: its own ranks, and how its
+        factors were computed (``svd``, ``seed``, ``energy``, ``target_modules`` of the
+        conversion that made it; defaults for a layer built directly)."""
+        return self._config
+
+    def record_config(self, config: SVDLoRAConfig) -> None:
+        """Remember the conversion settings that produced this layer (see :attr:`config`).
+
+        Raises
+        ------
+        ValueError
+            ``config`` describes another map (ranks, alpha, rank_stabilized or mode differ).
+        """
+        mine = (self.rank, self.inner_rank, self.alpha, self.rank_stabilized, self.residual)
+        theirs = (config.rank, config.inner_rank,
+                  float(config.inner_rank) if config.alpha is None else config.alpha,
+                  config.rank_stabilized, config.residual)
+        if mine != theirs:
+            raise ValueError(f"config {config} does not describe this layer "
+                             f"(rank, inner_rank, alpha, rank_stabilized, residual) = {mine}")
+        self._config = config
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int, inner_rank: int, *,
@@ -168,8 +187,10 @@ class SVDLoRALinear(nn.Module):
                                seed=seed)
         r, _ = config.layer_ranks(linear.in_features, linear.out_features)
         U, S, Vh = truncated_factors(linear.weight, r, config.svd, config.seed)
-        return cls.from_factors(linear, U, S, Vh, inner_rank, alpha=alpha,
-                                rank_stabilized=rank_stabilized, residual=residual, seed=seed)
+        layer = cls.from_factors(linear, U, S, Vh, inner_rank, alpha=alpha,
+                                 rank_stabilized=rank_stabilized, residual=residual, seed=seed)
+        layer.record_config(config)
+        return layer
 
     @classmethod
     def from_factors(cls, linear: nn.Linear, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
@@ -281,8 +302,10 @@ def affine_map_of(module: nn.Module, in_features: int, *, dtype: torch.dtype,
     """``(W, b)`` of a module that computes ``x Wᵀ + b``, measured by running it.
 
     ``b = module(0)`` and ``Wᵀ = module(I) - b``, in blocks of ``block`` rows of the
-    identity.  A random probe then checks that the module really is affine (to rounding of
-    its dtype).
+    identity, on a float64 copy of the module where it can be made (in the module's own
+    precision ``module(e_j) - b`` would carry the rounding of ``|b|`` into every entry of W),
+    else on the module itself.  A random probe then checks that the module really is affine,
+    to the rounding of the precision it was measured in.  Returns ``(W, b)`` in ``dtype``.
 
     Raises
     ------
@@ -290,21 +313,30 @@ def affine_map_of(module: nn.Module, in_features: int, *, dtype: torch.dtype,
         The module's output is not an affine function of its input (for example a layer that
         also quantizes its activations), so no single dense weight reproduces it.
     """
-    zero = torch.zeros(1, in_features, dtype=dtype, device=device)
-    b = module(zero)[0]
+    probe_module, probe_dtype = module, dtype
+    if dtype != torch.float64:
+        try:
+            probe_module, probe_dtype = copy.deepcopy(module).to(torch.float64), torch.float64
+        except Exception:  # noqa: BLE001 - a module that cannot be copied or cast: measure as is
+            pass
+    zero = torch.zeros(1, in_features, dtype=probe_dtype, device=device)
+    b = probe_module(zero)[0]
     rows = []
     for start in range(0, in_features, block):
-        eye = torch.zeros(min(block, in_features - start), in_features, dtype=dtype, device=device)
+        eye = torch.zeros(min(block, in_features - start), in_features, dtype=probe_dtype,
+                          device=device)
         eye[:, start:start + eye.shape[0]].fill_diagonal_(1)
-        rows.append(module(eye) - b)
+        rows.append(probe_module(eye) - b)
     W = torch.cat(rows).mT.contiguous()
     probe = torch.randn(4, in_features, generator=torch.Generator().manual_seed(0),
-                        dtype=torch.float64).to(dtype=dtype, device=device)
+                        dtype=torch.float64).to(dtype=probe_dtype, device=device)
     expected = probe @ W.mT + b
     scale = (probe.abs() @ W.abs().mT + b.abs()).max()
-    tolerance = 64 * torch.finfo(dtype).eps * float(scale) + torch.finfo(dtype).tiny
-    if not bool(((module(probe) - expected).abs() <= tolerance).all()):
+    eps = torch.finfo(probe_dtype).eps if b.dtype == probe_dtype else torch.finfo(b.dtype).eps
+    tolerance = 64 * eps * float(scale) + torch.finfo(probe_dtype).tiny
+    if not bool(((probe_module(probe) - expected).abs() <= tolerance).all()):
         raise ValueError(f"the base layer ({type(module).__name__}) does not compute an affine map "
                          "x W^T + b of its input, so no dense weight reproduces it; keep the "
                          "adapter unmerged")
-    return W, (b if bool(b.ne(0).any()) or getattr(module, "bias", None) is not None else None)
+    has_bias = bool(b.ne(0).any()) or getattr(module, "bias", None) is not None
+    return W.to(dtype), (b.to(dtype) if has_bias else None)

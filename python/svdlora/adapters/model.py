@@ -10,7 +10,7 @@ from torch import nn
 
 from .._checks import check_bool
 from .._progress import progress as progress_bar
-from ._module_tree import set_submodule
+from ._module_tree import set_submodule, unchanged_on_error
 from .config import SVDLoRAConfig, Targets, _check_targets, select_modules
 from .factors import truncated_factors
 from .layer import SVDLoRALinear
@@ -123,16 +123,21 @@ def convert(model: nn.Module, rank: Any = None, inner_rank: Optional[int] = None
         if not lin.weight.is_floating_point() or not bool(torch.isfinite(lin.weight).all()):
             raise ValueError(f"layer {name!r}: weight must be floating and finite (NaN/Inf found)")
     new_layers = []
-    for name, lin in progress_bar(targets, desc="svdlora.convert", unit="layer", enabled=progress):
-        cap, _ = config.layer_ranks(lin.in_features, lin.out_features)
-        try:
-            U, S, Vh = truncated_factors(lin.weight, cap, config.svd, config.seed, config.energy)
-        except ValueError as exc:
-            raise ValueError(f"layer {name!r}: {exc}") from None
-        _, inner = config.layer_ranks(lin.in_features, lin.out_features, S.shape[0])
-        new_layers.append((name, SVDLoRALinear.from_factors(
-            lin, U, S, Vh, inner, alpha=config.alpha, rank_stabilized=config.rank_stabilized,
-            residual=config.residual, seed=config.seed)))
+    with unchanged_on_error(model):
+        for name, lin in progress_bar(targets, desc="svdlora.convert", unit="layer",
+                                      enabled=progress):
+            cap, _ = config.layer_ranks(lin.in_features, lin.out_features)
+            try:
+                U, S, Vh = truncated_factors(lin.weight, cap, config.svd, config.seed,
+                                             config.energy)
+            except ValueError as exc:
+                raise ValueError(f"layer {name!r}: {exc}") from None
+            r, inner = config.layer_ranks(lin.in_features, lin.out_features, S.shape[0])
+            layer = SVDLoRALinear.from_factors(
+                lin, U, S, Vh, inner, alpha=config.alpha, rank_stabilized=config.rank_stabilized,
+                residual=config.residual, seed=config.seed)
+            layer.record_config(config.replace(rank=r, inner_rank=inner))
+            new_layers.append((name, layer))
     for name, layer in new_layers:  # nothing below can fail
         set_submodule(model, name, layer)
     freeze_all_but_adapters(model)

@@ -93,7 +93,7 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
         Frozen base weight (keep mode with a plain linear base): the low-rank term is
         accumulated into ``x Wᵀ`` in place, and ``dx`` into ``dy W``.
     bias : Tensor, shape (D,), optional
-        Bias, folded into the low-rank GEMM.
+        Bias; written into the output first, the low-rank GEMM accumulates onto it.
     base_out : Tensor, shape (..., D), optional
         Output of a base layer that is not a plain linear map (keep mode); the low-rank term
         is accumulated into it.  Exclusive with ``base_weight``.

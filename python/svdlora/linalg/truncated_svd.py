@@ -143,8 +143,10 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
         Number of components, ``1 <= rank <= min(m, n)``.
     center : bool, default True
         Subtract the column means first.
-    oversample, n_iter, seed, backend
+    oversample, n_iter, seed
         As in :func:`rsvd`.
+    backend : {"auto", "compiled", "numpy"}
+        As in :func:`rsvd` (cuSOLVER's ``gesvdr`` peer cannot centre).
 
     Returns
     -------
@@ -169,7 +171,8 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     oversample = check_int(oversample, "oversample", minimum=0)
     n_iter = check_optional_int(n_iter, "n_iter", minimum=0)
     seed = resolve_seed(check_seed(seed))
-    backend = check_choice(backend, "backend", BACKENDS)
+    # cuSOLVER's gesvdr has no centring: it is an rsvd peer only
+    backend = check_choice(backend, "backend", [b for b in BACKENDS if b != "cusolver_gesvdr"])
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
                      block_size=None, seed=seed, center=center)
     return PCAResult(*_factorize(info, plan, backend))
