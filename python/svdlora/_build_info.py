@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ._checks import has_kernels
 from ._extension import compiled, torch, unavailable_reason
 
 
@@ -12,10 +13,9 @@ def _adapter_ops() -> Optional[Dict[str, str]]:
     """Which implementation of the adapter op runs per device type."""
     if torch is None:
         return None
-    cuda = compiled is not None and bool(compiled.build_info()["cuda"])
-    return {"cpu": "compiled" if compiled is not None else "reference",
-            "cuda": "compiled" if cuda else "reference",
-            "other": "reference"}
+    kernel = {True: "compiled", False: "reference"}
+    return {"cpu": kernel[has_kernels(torch.device("cpu"))],
+            "cuda": kernel[has_kernels(torch.device("cuda"))], "other": "reference"}
 
 
 def build_info() -> Dict[str, Any]:

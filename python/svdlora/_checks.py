@@ -211,12 +211,15 @@ def _check_finite_torch(A: Any, name: str) -> None:
         raise ValueError(f"{name} contains NaN or Inf; expected only finite values")
 
 
+# Asked once: has_kernels runs on every adapter forward, and build_info() builds a dict.
+_CUDA_KERNELS = compiled is not None and bool(compiled.build_info()["cuda"])
+
+
 def has_kernels(device: Any) -> bool:
     """Whether this build has compiled kernels for tensors on ``device``."""
-    kind = device.type
     if compiled is None:
         return False
-    return kind == "cpu" or (kind == "cuda" and bool(compiled.build_info()["cuda"]))
+    return device.type == "cpu" or (device.type == "cuda" and _CUDA_KERNELS)
 
 
 def check_rank(rank: Any, info: MatrixInput, name: str = "rank") -> int:

@@ -264,17 +264,21 @@ class SVDLoRALinear(nn.Module):
             return base.weight, base.bias
         return affine_map_of(base, self.in_features, dtype=self.U.dtype, device=self.U.device)
 
+    def effective_map(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(W_eff, b)``: the dense D×K weight and the bias this layer applies (keep mode
+        measures a non-plain base once for both)."""
+        if self.base_layer is not None:
+            W, b = self.base_affine_map()
+            return W + self.delta_weight(), b
+        return self._through_factors(self.core()), self._drop_bias
+
     def effective_weight(self) -> torch.Tensor:
         """The dense D×K weight this layer applies."""
-        if self.base_layer is not None:
-            return self.base_affine_map()[0] + self.delta_weight()
-        return self._through_factors(self.core())
+        return self.effective_map()[0]
 
     def effective_bias(self) -> Optional[torch.Tensor]:
         """The bias this layer adds (of the base layer's affine map in keep mode)."""
-        if self.base_layer is not None:
-            return self.base_affine_map()[1]
-        return self._drop_bias
+        return self.effective_map()[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer

@@ -188,7 +188,7 @@ def merge(model: nn.Module) -> nn.Module:
             continue
         with torch.no_grad():
             try:
-                W, bias = module.effective_weight(), module.effective_bias()
+                W, bias = module.effective_map()
             except ValueError as exc:
                 raise ValueError(f"merge: layer {name!r}: {exc}") from None
             lin = nn.Linear(module.in_features, module.out_features, bias=bias is not None,
