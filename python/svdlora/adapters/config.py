@@ -10,11 +10,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 from .._checks import (check_bool, check_choice, check_int, check_optional_int,
                        check_optional_real)
 
-__all__ = ["SVDLoRAConfig", "MODES", "SVD_METHODS", "Targets"]
+__all__ = ["SVDLoRAConfig", "MODES", "SVD_METHODS", "Targets", "ALL_LINEAR"]
 
 MODES = ("keep", "drop")
 SVD_METHODS = ("randomized", "exact")
 Targets = Union[None, str, Sequence[str]]
+#: ``target_modules`` value selecting every linear layer except the output layer (PEFT's).
+ALL_LINEAR = "all-linear"
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,10 @@ class SVDLoRAConfig:
         ``svd="randomized"`` the rank comes from the adaptive rsvd's error estimate (it may
         exceed the exact one by a rank or two), with ``svd="exact"`` from the full spectrum.
     target_modules : None, str or sequence of str
-        Which layers: None (every ``nn.Linear``), a regex matched against full module names
-        (PEFT's convention), or names that a module name equals or ends with (``".name"``).
+        Which layers: None (every ``nn.Linear`` and transformers ``Conv1D``),
+        ``"all-linear"`` (all of them but the output layer, as in PEFT), a regex matched
+        against full module names (PEFT's convention), or names that a module name equals or
+        ends with (``".name"``).
 
     Raises
     ------

@@ -22,6 +22,7 @@ from .._checks import check_path
 from ._module_tree import set_submodule, unchanged_on_error
 from .config import SVDLoRAConfig
 from .layer import SVDLoRALinear
+from .linear_like import LINEAR_LIKE_NAMES, features, is_linear_like, unwrap_compiled
 from .model import freeze_all_but_adapters
 
 __all__ = ["save_adapter", "load_adapter", "export_peft", "ADAPTER_FILE", "CONFIG_FILE"]
@@ -43,8 +44,11 @@ def _safetensors():
 
 
 def _adapters(model: nn.Module) -> List[Tuple[str, SVDLoRALinear]]:
+    """The model's adapters by name, named as in the uncompiled model (a ``torch.compile``
+    wrapper's ``_orig_mod.`` prefix would not be found in a fresh model)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap_compiled(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, SVDLoRALinear)]
     if not layers:
         raise ValueError("model has no SVDLoRALinear layers; call svdlora.convert first")
@@ -125,8 +129,9 @@ def _read_config(path: str) -> Dict[str, Any]:
 def load_adapter(model: nn.Module, path: str) -> nn.Module:
     """Restore an adapter saved by :func:`save_adapter` onto ``model``, in place.
 
-    ``model`` may be the plain base model (its ``nn.Linear`` layers are converted with the
-    saved factors, no SVD is recomputed) or an already converted one.  Everything is
+    ``model`` may be the plain base model (its linear layers are converted with the saved
+    factors, no SVD is recomputed), an already converted one, or either behind
+    ``torch.compile``.  Everything is
     validated first -- layer names, module types, settings, tensor names and shapes -- so on
     any error the model is left unchanged.  Outputs match the saved model exactly.
 
@@ -139,6 +144,7 @@ def load_adapter(model: nn.Module, path: str) -> nn.Module:
     path = check_path(path, "path")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    outer, model = model, unwrap_compiled(model)
     config = _read_config(path)
     st = _safetensors()
     try:
@@ -168,7 +174,7 @@ def load_adapter(model: nn.Module, path: str) -> nn.Module:
             for t in TENSORS:
                 getattr(target, t).copy_(tensors[f"{name}.{t}"])
     freeze_all_but_adapters(model)
-    return model
+    return outer
 
 
 def _layer_spec(name: str, spec: Any, version: int) -> Tuple[SVDLoRAConfig, Tuple[int, int]]:
@@ -207,12 +213,15 @@ def _layer_spec(name: str, spec: Any, version: int) -> Tuple[SVDLoRAConfig, Tupl
 def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], module: Any,
                    tensors: Dict[str, torch.Tensor]):
     """Check one saved layer against the model; return (module, new SVDLoRALinear or None)."""
-    if not isinstance(module, (nn.Linear, SVDLoRALinear)):
-        raise ValueError(f"adapter layer {name!r} not found as an nn.Linear in the model "
+    if not (isinstance(module, SVDLoRALinear) or (isinstance(module, nn.Module)
+                                                  and is_linear_like(module))):
+        raise ValueError(f"adapter layer {name!r} not found as {LINEAR_LIKE_NAMES} in the model "
                          "(wrong architecture?)")
     K, D = shape
-    if (module.in_features, module.out_features) != (K, D):
-        raise ValueError(f"layer {name!r}: model has {module.in_features}->{module.out_features}, "
+    have = (module.in_features, module.out_features) if isinstance(module, SVDLoRALinear) \
+        else features(module)
+    if have != (K, D):
+        raise ValueError(f"layer {name!r}: model has {have[0]}->{have[1]}, "
                          f"adapter expects {K}->{D}")
     r, rr = config.rank, config.inner_rank
     expected = {"U": (D, r), "Vh": (r, K), "S0": (r,), "S": (r,), "X": (r, rr), "Y": (rr, r)}
@@ -246,34 +255,57 @@ def _math_settings(config: SVDLoRAConfig) -> Tuple[Any, ...]:
     return config.rank, config.inner_rank, config.alpha, config.rank_stabilized, config.mode
 
 
-def export_peft(model: nn.Module, directory: str) -> None:
+def _peft_method_layers(model: nn.Module, adapter: str) -> List[Tuple[str, Any]]:
+    """SVD-LoRA layers of a PEFT model (``svdlora.peft``), named relative to the base model."""
+    layers = []
+    for name, module in unwrap_compiled(model).named_modules():
+        if hasattr(module, "svdlora_S") and hasattr(module, "lora_factors"):
+            if adapter not in module.svdlora_S:
+                raise ValueError(f"adapter: layer {name!r} has no SVD-LoRA adapter {adapter!r}")
+            layers.append((name.removeprefix("base_model.model."), module))
+    return layers
+
+
+def export_peft(model: nn.Module, directory: str, adapter: str = "default") -> None:
     """Write keep-mode adapters as a PEFT LoRA adapter (``adapter_model.safetensors`` +
     ``adapter_config.json``) loadable with ``peft.PeftModel.from_pretrained(base, directory)``.
 
+    ``model`` is converted with :func:`svdlora.convert` (or :func:`load_adapter`), or is a
+    PEFT model with SVD-LoRA adapters (:mod:`svdlora.peft`; ``adapter`` names which one).
     The keep-mode update ``U (C - diag(S0)) Vh`` has rank <= r, so it is exactly the LoRA
     ``B A`` with ``B = U (C - diag(S0))`` (D×r), ``A = Vh`` (r×K) and ``lora_alpha = r``.
 
     Raises
     ------
     ValueError
-        A drop-mode layer (its dense weight is gone, so it is not a delta on the base).
+        A drop-mode layer (its dense weight is gone, so it is not a delta on the base); no
+        adapters; a PEFT model without adapter ``adapter``.
     """
     directory = check_path(directory, "directory")
-    layers = _adapters(model)
-    drop = [n for n, m in layers if not m.residual]
-    if drop:
-        raise ValueError(f"export_peft needs keep-mode (residual=True) adapters; drop-mode layers: {drop[:3]}")
+    if not isinstance(adapter, str):
+        raise TypeError(f"adapter must be a str, got {type(adapter).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    peft_layers = _peft_method_layers(model, adapter)
+    if peft_layers:
+        factors = [(name, layer.svdlora_rank[adapter], lambda l=layer: l.lora_factors(adapter))
+                   for name, layer in peft_layers]
+    else:
+        layers = _adapters(model)
+        drop = [n for n, m in layers if not m.residual]
+        if drop:
+            raise ValueError(f"export_peft needs keep-mode (residual=True) adapters; drop-mode "
+                             f"layers: {drop[:3]}")
+        factors = [(name, layer.rank, layer.lora_factors) for name, layer in layers]
     os.makedirs(directory, exist_ok=True)
     tensors: Dict[str, torch.Tensor] = {}
     ranks: Dict[str, int] = {}
-    for name, layer in layers:
+    for name, rank, lora_factors in factors:
         with torch.no_grad():
-            C = layer.core() - torch.diag(layer.S0)
-            dt = torch.promote_types(C.dtype, layer.U.dtype)
-            B = (layer.U.to(dt) @ C.to(dt)).to(layer.U.dtype).contiguous()
-        tensors[f"base_model.model.{name}.lora_A.weight"] = layer.Vh.detach().cpu().contiguous()
-        tensors[f"base_model.model.{name}.lora_B.weight"] = B.detach().cpu()
-        ranks[name] = layer.rank
+            B, A = lora_factors()
+        tensors[f"base_model.model.{name}.lora_A.weight"] = A.detach().cpu().contiguous()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = B.detach().cpu().contiguous()
+        ranks[name] = rank
     r0 = max(set(ranks.values()), key=list(ranks.values()).count)
     config = {
         "peft_type": "LORA", "r": r0, "lora_alpha": r0, "lora_dropout": 0.0, "bias": "none",

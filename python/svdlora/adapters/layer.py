@@ -18,13 +18,39 @@ from .._checks import check_choice
 from . import ops
 from .config import SVDLoRAConfig
 from .factors import truncated_factors
+from .linear_like import LINEAR_LIKE_NAMES, bias_of, dense_weight, features, is_conv1d, is_linear_like
 
-__all__ = ["SVDLoRALinear", "affine_map_of"]
+__all__ = ["SVDLoRALinear", "affine_map_of", "initial_inner_factor"]
 
 
 def trainable_dtype(dtype: Optional[torch.dtype]) -> Optional[torch.dtype]:
     """float32 for float16/bfloat16 layers, else the layer's own dtype."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def keep_wide(tensors) -> None:
+    """Store any float16/bfloat16 tensor among ``tensors`` in float32 again, in place.
+
+    Called after ``module.to(dtype)``/``.half()``: the trainable S, X, Y (and S0) of a 16-bit
+    layer stay float32, as at conversion, because a bf16 S near 8 has a spacing of 0.06 and
+    optimiser steps of 1e-3 would round away.
+    """
+    for t in tensors:
+        if t is not None and t.dtype in (torch.float16, torch.bfloat16):
+            t.data = t.data.float()
+
+
+def initial_inner_factor(rank: int, inner_rank: int, seed: int) -> torch.Tensor:
+    """``X`` at initialisation (float64, r×r'): kaiming-uniform like LoRA's ``A``, bound
+    ``1/sqrt(r')``, from a CPU generator seeded by ``seed`` (the same on every device)."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    bound = 1.0 / math.sqrt(inner_rank)
+    return (torch.rand((rank, inner_rank), generator=gen, dtype=torch.float64) * 2 - 1) * bound
+
+
+def _check_linear_like(linear: nn.Module) -> None:
+    if not is_linear_like(linear):
+        raise TypeError(f"linear must be {LINEAR_LIKE_NAMES}, got {type(linear).__name__}")
 
 
 def _mode(residual: bool) -> str:
@@ -60,6 +86,12 @@ class SVDLoRALinear(nn.Module):
         The original bias, frozen.
     backend : {"auto", "compiled", "reference"}
         Which implementation of the op runs (see :func:`svdlora.svd_lora_linear`).
+
+    Notes
+    -----
+    For float16/bfloat16 layers ``S``, ``X``, ``Y`` and ``S0`` are float32, also after
+    ``model.to(torch.bfloat16)``, ``.half()`` or ``.bfloat16()`` (``U``, ``Vh``, the base
+    layer and the activations take the new dtype); ``.double()`` makes them float64.
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int, inner_rank: int, *,
@@ -142,14 +174,15 @@ class SVDLoRALinear(nn.Module):
         self._config = config
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int, inner_rank: int, *,
+    def from_linear(cls, linear: nn.Module, rank: int, inner_rank: int, *,
                     alpha: Optional[float] = None, rank_stabilized: bool = False,
                     residual: bool = True, svd: str = "randomized", seed: int = 0) -> "SVDLoRALinear":
-        """Convert an ``nn.Linear`` (weight D×K) into an SVD-LoRA layer.
+        """Convert an ``nn.Linear`` (weight D×K) or a transformers ``Conv1D`` (weight K×D)
+        into an SVD-LoRA layer.
 
         Parameters
         ----------
-        linear : nn.Linear
+        linear : nn.Linear or transformers.pytorch_utils.Conv1D
             The layer to convert.  In keep mode it is kept (frozen, unchanged) as
             ``base_layer``; in drop mode its dense weight is discarded.
         rank : int
@@ -176,24 +209,23 @@ class SVDLoRALinear(nn.Module):
         Raises
         ------
         TypeError
-            ``linear`` is not an ``nn.Linear``; non-integer ranks.
+            ``linear`` is not linear-like; non-integer ranks.
         ValueError
             Ranks out of range, unknown ``svd``.
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        _check_linear_like(linear)
         config = SVDLoRAConfig(rank=rank, inner_rank=inner_rank, alpha=alpha,
                                rank_stabilized=rank_stabilized, mode=_mode(residual), svd=svd,
                                seed=seed)
-        r, _ = config.layer_ranks(linear.in_features, linear.out_features)
-        U, S, Vh = truncated_factors(linear.weight, r, config.svd, config.seed)
+        r, _ = config.layer_ranks(*features(linear))
+        U, S, Vh = truncated_factors(dense_weight(linear), r, config.svd, config.seed)
         layer = cls.from_factors(linear, U, S, Vh, inner_rank, alpha=alpha,
                                  rank_stabilized=rank_stabilized, residual=residual, seed=seed)
         layer.record_config(config)
         return layer
 
     @classmethod
-    def from_factors(cls, linear: nn.Linear, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
+    def from_factors(cls, linear: nn.Module, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
                      inner_rank: int, *, alpha: Optional[float] = None,
                      rank_stabilized: bool = False, residual: bool = True,
                      seed: int = 0) -> "SVDLoRALinear":
@@ -202,13 +234,12 @@ class SVDLoRALinear(nn.Module):
         Raises
         ------
         TypeError, ValueError
-            ``linear`` not an ``nn.Linear``; factors of the wrong shape, non-finite or not
+            ``linear`` not linear-like; factors of the wrong shape, non-finite or not
             floating tensors.
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        _check_linear_like(linear)
         weight = linear.weight
-        D, K = linear.out_features, linear.in_features
+        K, D = features(linear)
         if not isinstance(S, torch.Tensor) or S.dim() != 1:
             raise ValueError(f"S must be a 1-D tensor, got {getattr(S, 'shape', type(S))}")
         r = S.shape[0]
@@ -219,23 +250,26 @@ class SVDLoRALinear(nn.Module):
                 raise ValueError(f"{name} must have shape {shape} for a {K}->{D} layer, got {tuple(t.shape)}")
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} contains NaN or Inf")
-        layer = cls(linear.in_features, linear.out_features, r, inner_rank, alpha=alpha,
+        layer = cls(K, D, r, inner_rank, alpha=alpha,
                     rank_stabilized=rank_stabilized, residual=residual,
                     base_layer=linear if residual else None,
-                    bias=None if residual else linear.bias,
+                    bias=None if residual else bias_of(linear),
                     dtype=weight.dtype, device=weight.device)
         with torch.no_grad():
             layer.U.copy_(U)
             layer.Vh.copy_(Vh)
             layer.S0.copy_(S)
             layer.S.copy_(S)
-            # LoRA-style: one factor random (kaiming-uniform, as LoRA's A), the other zero.
-            gen = torch.Generator(device="cpu").manual_seed(int(seed))
-            bound = 1.0 / math.sqrt(layer.inner_rank)
-            X = (torch.rand(layer.X.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-            layer.X.copy_(X)
+            # LoRA-style: one factor random, the other zero (so the map starts unchanged)
+            layer.X.copy_(initial_inner_factor(r, layer.inner_rank, seed))
             layer.Y.zero_()
         return layer
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype)/.half()/.bfloat16() cast U, Vh and the base; the small trainables stay float32
+        super()._apply(fn, recurse)
+        keep_wide((self.S, self.X, self.Y, self.S0))
+        return self
 
     def core(self) -> torch.Tensor:
         """The r×r core ``C = diag(S) + scale·X Y`` (in the trainable dtype)."""
@@ -246,6 +280,13 @@ class SVDLoRALinear(nn.Module):
         dt = torch.promote_types(C.dtype, self.U.dtype)
         return (self.U.to(dt) @ C.to(dt) @ self.Vh.to(dt)).to(self.U.dtype)
 
+    def lora_factors(self):
+        """``(B, A)`` with ``B A`` = the keep-mode update: ``B = U (C - diag(S0))`` (D×r) and
+        ``A = Vh`` (r×K), in the layer's dtype (for :func:`svdlora.export_peft`)."""
+        C = self.core() - torch.diag(self.S0)
+        dt = torch.promote_types(C.dtype, self.U.dtype)
+        return (self.U.to(dt) @ C.to(dt)).to(self.U.dtype), self.Vh
+
     def delta_weight(self) -> torch.Tensor:
         """``U (C - diag(S0)) Vh``: what keep mode adds to the base weight (rank <= r)."""
         return self._through_factors(self.core() - torch.diag(self.S0))
@@ -253,15 +294,16 @@ class SVDLoRALinear(nn.Module):
     def base_affine_map(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(W, b)`` with ``base_layer(x) = x Wᵀ + b`` (keep mode).
 
-        A plain ``nn.Linear`` gives its own weight and bias.  Any other base (a subclass, a
+        A plain ``nn.Linear`` gives its own weight and bias, a ``Conv1D`` its transposed
+        weight and bias.  Any other base (a subclass, a
         quantized layer) is measured by running it, since its ``weight`` attribute need not
         be what its forward applies; see :func:`affine_map_of`.
         """
         base = self.base_layer
         if base is None:
             raise ValueError("a drop-mode layer has no base layer")
-        if type(base) is nn.Linear:
-            return base.weight, base.bias
+        if type(base) is nn.Linear or is_conv1d(base):
+            return dense_weight(base), bias_of(base)
         return affine_map_of(base, self.in_features, dtype=self.U.dtype, device=self.U.device)
 
     def effective_map(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -11,9 +11,10 @@ from torch import nn
 from .._checks import check_bool
 from .._progress import progress as progress_bar
 from ._module_tree import set_submodule, unchanged_on_error
-from .config import SVDLoRAConfig, Targets, _check_targets, select_modules
+from .config import ALL_LINEAR, SVDLoRAConfig, Targets, _check_targets, select_modules
 from .factors import truncated_factors
 from .layer import SVDLoRALinear
+from .linear_like import LINEAR_LIKE_NAMES, dense_weight, features, is_linear_like, unwrap_compiled
 
 __all__ = ["convert", "merge", "count_parameters", "find_targets", "freeze_all_but_adapters",
            "TRAINABLE_NAMES"]
@@ -21,29 +22,52 @@ __all__ = ["convert", "merge", "count_parameters", "find_targets", "freeze_all_b
 TRAINABLE_NAMES = ("S", "X", "Y")
 
 
-def find_targets(model: nn.Module, target_modules: Targets = None) -> List[Tuple[str, nn.Linear]]:
-    """``(name, module)`` of every ``nn.Linear`` selected by ``target_modules``.
+def _output_layer_names(model: nn.Module) -> set:
+    """Names of the model's output projection (``lm_head``, a classifier's last linear),
+    which ``"all-linear"`` leaves out as PEFT does."""
+    names = set()
+    get_out = getattr(model, "get_output_embeddings", None)
+    head = get_out() if callable(get_out) else None
+    for name, module in model.named_modules():
+        if head is not None and module is head:
+            names.add(name)
+    if not names:  # a plain module tree: its last linear-like layer is the output layer
+        last = [n for n, m in model.named_modules() if n and is_linear_like(m)]
+        names.update(last[-1:])
+    return names
 
-    ``None`` selects all ``nn.Linear``; a list selects names equal to or ending in
-    ``.name``; a string is a regex that must match the full name (PEFT's convention).
-    A named target that is not an ``nn.Linear`` raises TypeError; targets matching nothing
-    raise ValueError.
+
+def find_targets(model: nn.Module, target_modules: Targets = None) -> List[Tuple[str, nn.Module]]:
+    """``(name, module)`` of every linear-like layer (``nn.Linear`` or transformers'
+    ``Conv1D``) selected by ``target_modules``.
+
+    ``None`` selects all of them; ``"all-linear"`` all but the output layer (PEFT's rule); a
+    list selects names equal to or ending in ``.name``; any other string is a regex that must
+    match the full name (PEFT's convention).  A named target that is not linear-like raises
+    TypeError; targets matching nothing raise ValueError.
     """
     target_modules = _check_targets(target_modules)
-    found: List[Tuple[str, nn.Linear]] = []
+    model = unwrap_compiled(model)
+    found: List[Tuple[str, nn.Module]] = []
     adapters = [n for n, m in model.named_modules() if isinstance(m, SVDLoRALinear)]
+    all_linear = target_modules == ALL_LINEAR
+    skip = _output_layer_names(model) if all_linear else set()
     for name, module in model.named_modules():
-        if not name or not select_modules(name, target_modules):
+        if not name or name in skip:
+            continue
+        if not all_linear and not select_modules(name, target_modules):
             continue
         if any(name.startswith(a + ".") for a in adapters if a):
             continue  # the frozen base layer inside an adapter: never wrap it again
-        if isinstance(module, nn.Linear) and not isinstance(module, SVDLoRALinear):
+        if is_linear_like(module) and not isinstance(module, SVDLoRALinear):
             found.append((name, module))
         elif target_modules is not None and not isinstance(module, SVDLoRALinear) \
                 and not isinstance(target_modules, str):
-            raise TypeError(f"target module {name!r} is a {type(module).__name__}, not an nn.Linear")
+            raise TypeError(f"target module {name!r} is a {type(module).__name__}, not "
+                            f"{LINEAR_LIKE_NAMES}")
     if not found:
-        raise ValueError(f"target_modules={target_modules!r} matched no nn.Linear in the model")
+        raise ValueError(f"target_modules={target_modules!r} matched no linear layer "
+                         f"({LINEAR_LIKE_NAMES}) in the model")
     return found
 
 
@@ -74,7 +98,8 @@ def convert(model: nn.Module, rank: Any = None, inner_rank: Optional[int] = None
             residual: Optional[bool] = None, alpha: Optional[float] = None,
             rank_stabilized: Optional[bool] = None, svd: Optional[str] = None,
             seed: Optional[int] = None, progress: bool = True) -> nn.Module:
-    """Replace the selected ``nn.Linear`` layers by :class:`SVDLoRALinear`, in place.
+    """Replace the selected linear layers (``nn.Linear``, transformers' ``Conv1D``) by
+    :class:`SVDLoRALinear`, in place.
 
     Parameters
     ----------
@@ -97,7 +122,8 @@ def convert(model: nn.Module, rank: Any = None, inner_rank: Optional[int] = None
     Returns
     -------
     nn.Module
-        ``model`` itself; every parameter except the adapters' ``S``, ``X``, ``Y`` is frozen.
+        ``model`` itself (a ``torch.compile`` wrapper is converted through the module it
+        holds); every parameter except the adapters' ``S``, ``X``, ``Y`` is frozen.
 
     Raises
     ------
@@ -114,25 +140,27 @@ def convert(model: nn.Module, rank: Any = None, inner_rank: Optional[int] = None
                                           residual=residual, alpha=alpha,
                                           rank_stabilized=rank_stabilized, svd=svd, seed=seed))
     progress = check_bool(progress, "progress")
+    outer, model = model, unwrap_compiled(model)
     targets = find_targets(model, config.target_modules)
     for name, lin in targets:  # validate everything before touching the model
+        K, D = features(lin)
         try:
-            config.layer_ranks(lin.in_features, lin.out_features)
+            config.layer_ranks(K, D)
         except ValueError as exc:
-            raise ValueError(f"layer {name!r} ({lin.in_features}->{lin.out_features}): {exc}") from None
+            raise ValueError(f"layer {name!r} ({K}->{D}): {exc}") from None
         if not lin.weight.is_floating_point() or not bool(torch.isfinite(lin.weight).all()):
             raise ValueError(f"layer {name!r}: weight must be floating and finite (NaN/Inf found)")
     new_layers = []
     with unchanged_on_error(model):
         for name, lin in progress_bar(targets, desc="svdlora.convert", unit="layer",
                                       enabled=progress):
-            cap, _ = config.layer_ranks(lin.in_features, lin.out_features)
+            cap, _ = config.layer_ranks(*features(lin))
             try:
-                U, S, Vh = truncated_factors(lin.weight, cap, config.svd, config.seed,
+                U, S, Vh = truncated_factors(dense_weight(lin), cap, config.svd, config.seed,
                                              config.energy)
             except ValueError as exc:
                 raise ValueError(f"layer {name!r}: {exc}") from None
-            r, inner = config.layer_ranks(lin.in_features, lin.out_features, S.shape[0])
+            r, inner = config.layer_ranks(*features(lin), S.shape[0])
             layer = SVDLoRALinear.from_factors(
                 lin, U, S, Vh, inner, alpha=config.alpha, rank_stabilized=config.rank_stabilized,
                 residual=config.residual, seed=config.seed)
@@ -148,7 +176,7 @@ def convert(model: nn.Module, rank: Any = None, inner_rank: Optional[int] = None
               f"ranks {ranks if len(ranks) <= 8 else f'{ranks[0]}..{ranks[-1]}'}; trainable "
               f"{trainable:,} / total {total:,} parameters ({100.0 * trainable / max(total, 1):.3f}%)",
               file=sys.stderr)
-    return model
+    return outer
 
 
 def freeze_all_but_adapters(model: nn.Module) -> None:

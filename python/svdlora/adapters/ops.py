@@ -100,11 +100,15 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
     backend : {"auto", "compiled", "reference"}
         "auto" runs the compiled kernel when this build has one for ``x``'s device and the
         pure-torch reference (:mod:`svdlora.adapters.reference`) otherwise; "compiled" raises
-        instead of falling back; "reference" always runs plain torch.
+        instead of falling back; "reference" always runs plain torch.  Under
+        ``torch.export`` and ``torch.onnx.export`` the reference always runs, so exported
+        graphs hold plain MatMul/Add nodes.
 
     Returns
     -------
-    Tensor, shape (..., D), dtype of ``x``.
+    Tensor, shape (..., D), dtype of ``x``; under ``torch.autocast`` with a 16-bit dtype,
+    ``x``, ``U``, ``Vh``, ``base_weight``, ``bias`` and ``base_out`` are cast to that dtype
+    first (as ``nn.Linear`` is) and the output has it, while ``S``, ``X``, ``Y`` keep theirs.
 
     Raises
     ------
@@ -133,11 +137,38 @@ def svd_lora_linear(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
     if backend == "compiled" and not kernel:
         raise ValueError(f"backend='compiled': this svdlora build has no adapter kernel for "
                          f"{x.device} (see svdlora.build_info()['adapter_ops'])")
+    cast = _autocast_dtype(x)
+    if cast is not None:
+        # as nn.Linear does under autocast: the big operands in the autocast dtype; the small
+        # trainable S, X, Y stay in float32 (the kernels' bf16 mode accumulates in float32)
+        x, U, Vh, base_weight, bias, base_out = (
+            t if t is None else t.to(cast) for t in (x, U, Vh, base_weight, bias, base_out))
+    if _exporting():
+        # torch.export / ONNX export: the plain-torch map (MatMul/Add), which every exporter
+        # translates, instead of a custom op that no runtime knows
+        backend = "reference"
     if backend == "reference" or not kernel:
         return reference.forward(x, U, S, Vh, X, Y, scale, base_weight, bias, base_out)[0]
     y, _ = torch.ops.svdlora.adapter_forward(x, U, S, Vh, X, Y, scale, base_weight, bias,
                                              base_out)
     return y
+
+
+def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast gives matmuls on ``x``'s device, when autocast is on there."""
+    kind = x.device.type
+    try:
+        if not torch.is_autocast_enabled(kind):
+            return None
+        dtype = torch.get_autocast_dtype(kind)
+    except (RuntimeError, TypeError):  # a device type autocast does not know
+        return None
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _exporting() -> bool:
+    """Inside ``torch.export`` or ``torch.onnx.export``."""
+    return bool(torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
 
 
 def _check_inputs(x, U, S, Vh, X, Y, scale, base_weight, bias, base_out) -> float:

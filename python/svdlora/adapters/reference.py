@@ -26,7 +26,9 @@ __all__ = ["forward", "backward", "core"]
 def core(S: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, scale: float,
          dtype: torch.dtype) -> torch.Tensor:
     """The r×r core ``C = diag(S) + scale · X Y`` in ``dtype``."""
-    return torch.diag(S.to(dtype)) + scale * (X.to(dtype) @ Y.to(dtype))
+    # diag(S) as eye * S (exact): aten::diag has no ONNX translation in the TorchScript exporter
+    eye = torch.eye(S.shape[0], dtype=dtype, device=S.device)
+    return eye * S.to(dtype) + scale * (X.to(dtype) @ Y.to(dtype))
 
 
 def accumulation_dtype(activations: torch.dtype) -> torch.dtype:
@@ -56,11 +58,11 @@ def forward(x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor,
     acc = accumulation_dtype(dt)
     store = _rounding(storage_dtype)
     C = core(S, X, Y, scale, acc)
-    h = store(x @ Vh.to(dt).mT)
-    z = store((h.to(acc) @ C.mT).to(dt))
-    y = store(z @ U.to(dt).mT)
+    h = store(x @ Vh.to(dt).transpose(-2, -1))
+    z = store((h.to(acc) @ C.transpose(-2, -1)).to(dt))
+    y = store(z @ U.to(dt).transpose(-2, -1))
     if base_weight is not None:
-        y = store(y + store(x @ base_weight.to(dt).mT))
+        y = store(y + store(x @ base_weight.to(dt).transpose(-2, -1)))
     if base_out is not None:
         y = store(y + base_out.to(dt))
     if bias is not None:
@@ -86,9 +88,9 @@ def backward(dy: torch.Tensor, h: torch.Tensor, U: torch.Tensor, S: torch.Tensor
     r = S.shape[0]
     g = store(dy @ U.to(dt))
     g2, h2 = g.reshape(-1, r).to(acc), h.reshape(-1, r).to(acc)
-    dC = g2.mT @ h2
+    dC = g2.transpose(-2, -1) @ h2
     Xa, Ya = X.to(acc), Y.to(acc)
-    dS, dX, dY = torch.diagonal(dC), scale * (dC @ Ya.mT), scale * (Xa.mT @ dC)
+    dS, dX, dY = torch.diagonal(dC), scale * (dC @ Ya.transpose(-2, -1)), scale * (Xa.transpose(-2, -1) @ dC)
     if need_dx:
         C = core(S, X, Y, scale, acc)
         dx = store(store((g.to(acc) @ C).to(dt)) @ Vh.to(dt))
