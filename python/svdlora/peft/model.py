@@ -48,9 +48,11 @@ class SVDLoRAPeftModel(BaseTuner):
         super()._pre_injection_hook(model, config, adapter_name)
         if config.target_modules is None or config.target_modules == "all-linear":
             return  # filled in by PEFT from the architecture; checked layer by layer
+        matched = False
         for key, module in model.named_modules():
             if not key or not self._check_target_module_exists(config, key):
                 continue
+            matched = True
             if isinstance(module, SVDLoRAPeftLayer):
                 module = module.get_base_layer()
             if not is_linear_like(module):
@@ -64,6 +66,10 @@ class SVDLoRAPeftModel(BaseTuner):
                 config.svdlora_config(rank).layer_ranks(K, D)
             except ValueError as exc:
                 raise ValueError(f"layer {key!r} ({K}->{D}): {exc}") from None
+        if not matched:
+            targets = sorted(config.target_modules) if isinstance(config.target_modules, set) \
+                else config.target_modules
+            raise ValueError(f"target_modules={targets!r} matched no layer of the model")
 
     def _create_and_replace(self, config: SVDLoRAPeftConfig, adapter_name: str, target: nn.Module,
                             target_name: str, parent: nn.Module, current_key: str,
