@@ -44,9 +44,11 @@ METHODS = {
     "peft_pissa_r8": "PEFT PiSSA r=8",
     "svdlora_keep_r64": "svdlora keep r=64, r'=8 (PEFT method)",
     "svdlora_keep_r32": "svdlora keep r=32, r'=8 (PEFT method)",
+    "svdlora_keep_r16": "svdlora keep r=16, r'=8 (PEFT method)",
     "svdlora_drop_r64": "svdlora drop r=64, r'=8 (svdlora.convert)",
 }
-DEFAULT_METHODS = ["peft_lora_r8", "peft_pissa_r8", "svdlora_keep_r64", "svdlora_drop_r64"]
+DEFAULT_METHODS = ["peft_lora_r8", "peft_pissa_r8", "svdlora_keep_r64", "svdlora_keep_r32",
+                   "svdlora_keep_r16", "svdlora_drop_r64"]
 
 
 def make_task(n: int, seed: int):

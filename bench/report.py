@@ -65,6 +65,34 @@ def adapter_table(section: dict) -> str:
     return "\n".join(rows)
 
 
+def peft_init_table(section: dict) -> str:
+    rows = ["| model | rank | layers | method | seconds | err/opt (model) | worst layer err/opt "
+            "| time / pissa_niter_4 | error / full pissa |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for c in section["cases"]:
+        for method, m in c["methods"].items():
+            rows.append(f"| {c['model']} | {c['rank']} | {c['layers']} | {method} | {m['seconds']:.2f} "
+                        f"| {m['error_over_optimum']:.5f} | {m['worst_layer_over_optimum']:.4f} "
+                        f"| {m['time_vs_pissa_niter_4']:.2f} | {m['error_vs_pissa']:.5f} |")
+    return "\n".join(rows)
+
+
+def finetune_table(section: dict) -> str:
+    rows = [f"{section['model']}; {section['steps']} steps, batch {section['batch']}, "
+            f"{section['tokens']} tokens; accuracy is the best over the learning-rate grid.", "",
+            "| method | trainable params | conversion s | median step ms | step / LoRA | peak RSS MB "
+            "| RSS / LoRA | test accuracy (lr) | grid |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for m in section["methods"]:
+        grid = ", ".join(f"{g['lr']:g}: {g['accuracy']:.3f}" for g in m["grid"])
+        step_ratio = f"{m['step_vs_lora']:.2f}" if "step_vs_lora" in m else "—"
+        rss_ratio = f"{m['rss_vs_lora']:.2f}" if "rss_vs_lora" in m else "—"
+        rows.append(f"| {m['label']} | {m['trainable_params']:,} | {m['convert_s']:.2f} "
+                    f"| {m['median_step_s'] * 1e3:.0f} | {step_ratio} | {m['peak_rss_mb']:.0f} "
+                    f"| {rss_ratio} | {m['accuracy']:.3f} ({m['lr']:g}) | {grid} |")
+    return "\n".join(rows)
+
+
 def machine_line(machine: dict) -> str:
     parts = [f"{machine.get('cpu')} ({machine.get('cores')} cores)", f"torch {machine.get('torch')}",
              f"{machine.get('torch_threads')} threads", f"numpy {machine.get('numpy')}",
@@ -86,7 +114,13 @@ def render(path: str) -> str:
     if "adapter" in data:
         out += ["**SVD-LoRA layer, forward + backward** (`bench/bench_adapter.py`, float32).", "",
                 adapter_table(data["adapter"]), ""]
-    other = sorted(set(data) - {"machine", "rsvd", "adapter"})
+    if "peft_init" in data:
+        out += ["**PiSSA initialisation of a PEFT LoRA model** (`bench/bench_peft_init.py`, "
+                "float32).", "", peft_init_table(data["peft_init"]), ""]
+    if "hf_finetune" in data:
+        out += ["**Fine-tuning MiniLM with a classification head** (`bench/bench_hf_finetune.py`).",
+                "", finetune_table(data["hf_finetune"]), ""]
+    other = sorted(set(data) - {"machine", "rsvd", "adapter", "peft_init", "hf_finetune"})
     if other:
         out += [f"Further sections in the JSON (not tabulated here): {', '.join(other)}.", ""]
     return "\n".join(out)
@@ -116,6 +150,16 @@ PEFT LoRA has the same rank r.  The overhead ratio is `(keep fused − dense) / 
 Saved activations are the bytes autograd keeps that are not parameters or buffers.  Each
 configuration is run in 3 fresh processes (15 interleaved runs each) and the median over the
 processes is reported.
+
+**PiSSA columns.** Each method wraps a fresh copy of the model with `peft.get_peft_model`
+(LoRA, all linear layers but the head) and initialises it; svdlora's rows run
+`svdlora.peft.init_pissa` on a default-initialised LoRA model.  PiSSA leaves `W − s·B A` in the
+base layer, so a layer's truncation error is the norm of its residual weight; the optimum comes
+from float64 singular values.  Median of 3 timed runs per method, each on a fresh copy.
+
+**Fine-tuning columns.** Each (method, learning rate) runs in a fresh process, so peak RSS is
+that run's own; the step is forward + backward + AdamW on the trainable parameters, median
+after 5 warm-up steps.  The task is generated offline from templates (see the script).
 
 **Reading the numbers.**  The single-matrix passes are MKL GEMMs in both svdlora and
 `torch.svd_lowrank`, so on a CPU svdlora's gain comes from cheaper orthonormalisation (one

@@ -284,8 +284,10 @@ def test_a_saved_adapter_with_other_shapes_is_refused(tmp_path):
     saved["rank"] = 8
     (tmp_path / "adapter_config.json").write_text(json.dumps(saved))
     fresh = minilm()
-    with pytest.raises((ValueError, RuntimeError), match="size mismatch|shape"):
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match=r"svdlora_.*shape \(16,?.*\(8,?.*rank"):
         peft.PeftModel.from_pretrained(fresh, tmp_path)
+    assert_unchanged(fresh, before)
 
 
 def test_importing_without_peft_names_the_extra():
@@ -293,3 +295,17 @@ def test_importing_without_peft_names_the_extra():
             "try:\n    import svdlora.peft\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "svdlora[peft]" in out.stdout
+
+
+def test_bfloat16_base_keeps_factors_bf16_and_trainables_float32(batch):
+    """PEFT upcasts adapter tensors of 16-bit models to float32; only the trainable ones
+    should be (U and Vh are frozen and as large as the activations' side)."""
+    model = peft.get_peft_model(minilm().to(torch.bfloat16), config())
+    layer = model.base_model.model.bert.encoder.layer[0].attention.self.query
+    assert layer.svdlora_U["default"].dtype == torch.bfloat16
+    assert layer.svdlora_Vh["default"].dtype == torch.bfloat16
+    assert {layer.svdlora_S["default"].dtype, layer.svdlora_X["default"].dtype,
+            layer.svdlora_S0["default"].dtype} == {torch.float32}
+    with torch.no_grad():
+        out = logits(model, batch)
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())

@@ -20,12 +20,24 @@ from .config import SVDLoRAConfig
 from .factors import truncated_factors
 from .linear_like import LINEAR_LIKE_NAMES, bias_of, dense_weight, features, is_conv1d, is_linear_like
 
-__all__ = ["SVDLoRALinear", "affine_map_of", "initial_inner_factor"]
+__all__ = ["SVDLoRALinear", "affine_map_of", "initial_inner_factor", "factor_product",
+           "keep_wide", "trainable_dtype"]
 
 
 def trainable_dtype(dtype: Optional[torch.dtype]) -> Optional[torch.dtype]:
     """float32 for float16/bfloat16 layers, else the layer's own dtype."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def factor_product(U: torch.Tensor, C: torch.Tensor,
+                   Vh: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``U C`` (or ``U C Vh``) formed in the wider of the two dtypes and returned in U's: the
+    float32 core of a bf16 layer is not rounded to bf16 before the product."""
+    dt = torch.promote_types(C.dtype, U.dtype)
+    out = U.to(dt) @ C.to(dt)
+    if Vh is not None:
+        out = out @ Vh.to(dt)
+    return out.to(U.dtype)
 
 
 def keep_wide(tensors) -> None:
@@ -276,16 +288,12 @@ class SVDLoRALinear(nn.Module):
         return torch.diag(self.S) + self.scale * (self.X @ self.Y)
 
     def _through_factors(self, C: torch.Tensor) -> torch.Tensor:
-        # U C Vh in the wider of the two dtypes, returned in the layer's dtype
-        dt = torch.promote_types(C.dtype, self.U.dtype)
-        return (self.U.to(dt) @ C.to(dt) @ self.Vh.to(dt)).to(self.U.dtype)
+        return factor_product(self.U, C, self.Vh)
 
     def lora_factors(self):
         """``(B, A)`` with ``B A`` = the keep-mode update: ``B = U (C - diag(S0))`` (D×r) and
         ``A = Vh`` (r×K), in the layer's dtype (for :func:`svdlora.export_peft`)."""
-        C = self.core() - torch.diag(self.S0)
-        dt = torch.promote_types(C.dtype, self.U.dtype)
-        return (self.U.to(dt) @ C.to(dt)).to(self.U.dtype), self.Vh
+        return factor_product(self.U, self.core() - torch.diag(self.S0)), self.Vh
 
     def delta_weight(self) -> torch.Tensor:
         """``U (C - diag(S0)) Vh``: what keep mode adds to the base weight (rank <= r)."""

@@ -13,7 +13,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 
 from ..adapters.config import adapter_scale
 from ..adapters.factors import truncated_factors
-from ..adapters.layer import initial_inner_factor, keep_wide, trainable_dtype
+from ..adapters.layer import factor_product, initial_inner_factor, keep_wide, trainable_dtype
 from ..adapters.linear_like import LINEAR_LIKE_NAMES, dense_weight, features, is_conv1d, is_linear_like
 from ..adapters.ops import svd_lora_linear
 from .config import SVDLoRAPeftConfig
@@ -121,20 +121,16 @@ class SVDLoRAPeftLayer(nn.Module, BaseTunerLayer):
     def lora_factors(self, adapter: str = "default"):
         """``(B, A)`` with ``B A`` = this adapter's update: ``B = U (diag(S - S0) + scale·X Y)``
         (D×r) and ``A = Vh`` (r×K), in the base weight's dtype (for :func:`svdlora.export_peft`)."""
-        U = self.svdlora_U[adapter]
-        C = self._core_delta(adapter)
-        dt = torch.promote_types(C.dtype, U.dtype)
-        return (U.to(dt) @ C.to(dt)).to(U.dtype), self.svdlora_Vh[adapter]
+        return factor_product(self.svdlora_U[adapter], self._core_delta(adapter)), \
+            self.svdlora_Vh[adapter]
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """``U (diag(S - S0) + scale·X Y) Vh`` (D×K, the base weight's dtype): what adapter
         ``adapter`` adds to ``x Wᵀ``."""
         if adapter not in self.svdlora_S:
             raise ValueError(f"adapter {adapter!r} not found in this layer")
-        U, Vh = self.svdlora_U[adapter], self.svdlora_Vh[adapter]
-        C = self._core_delta(adapter)
-        dt = torch.promote_types(C.dtype, U.dtype)
-        return (U.to(dt) @ C.to(dt) @ Vh.to(dt)).to(U.dtype)
+        return factor_product(self.svdlora_U[adapter], self._core_delta(adapter),
+                              self.svdlora_Vh[adapter])
 
     # ------------------------------------------------------------------ merging
 

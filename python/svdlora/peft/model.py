@@ -46,6 +46,8 @@ class SVDLoRAPeftModel(BaseTuner):
         """Check every targeted layer before any is replaced, so a bad rank or a layer type
         that cannot hold an adapter leaves the model unchanged."""
         super()._pre_injection_hook(model, config, adapter_name)
+        # to restore if loading a saved adapter into this injection fails (see below)
+        self._requires_grad_before = {n: p.requires_grad for n, p in model.named_parameters()}
         if config.target_modules is None or config.target_modules == "all-linear":
             return  # filled in by PEFT from the architecture; checked layer by layer
         matched = False
@@ -93,8 +95,58 @@ class SVDLoRAPeftModel(BaseTuner):
             # the ranks energy chose, so that the saved config reloads with the same shapes
             config.rank_pattern[current_key] = layer.svdlora_rank[adapter_name]
 
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model: nn.Module, config: SVDLoRAPeftConfig,
+                                           adapter_name: str, state_dict: dict) -> dict:
+        """PEFT's key mapping, then a shape check of every SVD-LoRA tensor against the layers
+        just injected: a saved adapter that does not fit (another rank, another base) raises
+        ValueError naming the tensor, and the injection is undone first, so the base model
+        is left as it was."""
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name,
+                                                              state_dict)
+        own = {k: v.shape for k, v in model.state_dict().items()}
+        for key, value in remapped.items():
+            have = own.get(key, own.get(key.removeprefix("base_model.model.")))
+            if PREFIX in key and have is not None and tuple(have) != tuple(value.shape):
+                undo_injection(model, adapter_name)
+                raise ValueError(
+                    f"saved adapter tensor {key!r} has shape {tuple(value.shape)} but the model "
+                    f"built from its config has {tuple(have)}: the adapter was saved for another "
+                    f"base model or with other rank/inner_rank settings")
+        return remapped
+
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype)
         for module in self.model.modules():
             if isinstance(module, SVDLoRAPeftLayer):
                 module.restore_factor_dtypes(adapter_name)
+
+
+def undo_injection(model: nn.Module, adapter_name: str) -> None:
+    """Remove adapter ``adapter_name`` from every SVD-LoRA layer of ``model``: a layer left
+    without adapters is replaced by its base layer again (and a ``modules_to_save`` wrapper by
+    the module it wraps), and parameters get back the
+    ``requires_grad`` they had before the injection (when the tuner recorded it)."""
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    def replace(name: str, module: nn.Module) -> None:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+    tuner = next((m for m in model.modules() if isinstance(m, SVDLoRAPeftModel)), None)
+    for name, layer in list(model.named_modules()):
+        if isinstance(layer, AuxiliaryTrainingWrapper):  # modules_to_save copies of this adapter
+            if layer._get_available_adapters() <= {adapter_name}:
+                replace(name, layer.original_module)
+            continue
+        if not isinstance(layer, SVDLoRAPeftLayer) or adapter_name not in layer.svdlora_S:
+            continue
+        if set(layer.svdlora_S) == {adapter_name}:
+            replace(name, layer.base_layer)
+        else:
+            layer.delete_adapter(adapter_name)
+    flags = getattr(tuner, "_requires_grad_before", None)
+    if tuner is not None and flags:
+        for pname, p in tuner.model.named_parameters():
+            if pname in flags:
+                p.requires_grad_(flags[pname])

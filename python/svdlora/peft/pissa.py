@@ -106,8 +106,12 @@ def init_pissa(peft_model: nn.Module, adapter_name: str = "default", *,
         B = U.float() * root[None, :]
         layer.lora_A[adapter_name].weight.data = A.to(layer.lora_A[adapter_name].weight.dtype)
         layer.lora_B[adapter_name].weight.data = B.to(layer.lora_B[adapter_name].weight.dtype)
-        residual = W.float() - s * (B @ A)
         base = layer.get_base_layer()
-        base.weight.data = (residual.mT if layer.fan_in_fan_out else residual).to(W.dtype).contiguous()
+        if base.weight.dtype == torch.float32:  # in place: one GEMM pass, no D×K temporaries
+            target = base.weight.data.mT if layer.fan_in_fan_out else base.weight.data
+            target.addmm_(B, A, alpha=-s)
+        else:
+            residual = W.float() - s * (B @ A)
+            base.weight.data = (residual.mT if layer.fan_in_fan_out else residual).to(W.dtype).contiguous()
     config.init_lora_weights = "pissa"
     return peft_model
