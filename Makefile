@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ACCURACY := tests/linalg/test_rsvd_accuracy.py
 
-.PHONY: demo test setup test-kernels test-wheel test-numpy-only test-cuda-build bench clean
+.PHONY: demo test setup test-kernels test-wheel test-numpy-only test-cuda-build bench bench-hf clean
 
 $(PY):
 	scripts/setup.sh $(VENV)
@@ -51,6 +51,13 @@ test-cuda-build:
 bench: $(PY)
 	$(PY) bench/bench_rsvd.py
 	$(PY) bench/bench_adapter.py
+	$(PY) bench/report.py --write docs/benchmarks.md
+
+## Hugging Face benchmarks (about 25 minutes on 2 cores): PiSSA initialisation against PEFT's,
+## and MiniLM fine-tuning with PEFT LoRA/PiSSA against svdlora keep/drop; then the docs' tables
+bench-hf: $(PY)
+	$(PY) bench/bench_peft_init.py
+	$(PY) bench/bench_hf_finetune.py
 	$(PY) bench/report.py --write docs/benchmarks.md
 
 clean:

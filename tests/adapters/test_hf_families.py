@@ -115,7 +115,7 @@ class _Repeat(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("family", LIST_FAMILIES, ids=LIST_IDS)
+@pytest.mark.parametrize("family", FAMILIES, ids=FAMILY_IDS)
 def test_transformers_trainer_reduces_loss(family, path, tmp_path):
     batch = family.inputs(batch=8)
     model = adapt(family, path)
@@ -241,6 +241,9 @@ def test_gpt2_conv1d_layers_convert_merge_and_reload_natively(tmp_path):
     files handle that layout."""
     family = next(f for f in FAMILIES if f.name == "gpt2")
     batch = family.inputs()
+    everything = svdlora.convert(family.build(), rank=8, progress=False)  # target_modules=None
+    converted = {n for n, m in everything.named_modules() if isinstance(m, svdlora.SVDLoRALinear)}
+    assert {"transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_proj", "lm_head"} <= converted
     model = adapt(family, "native")
     assert all(type(m.base_layer).__name__ == "Conv1D" for m in adapter_layers(model))
     perturb_trainables(model, "gpt2-conv1d")
