@@ -44,8 +44,10 @@ def test_outputs_unchanged_and_factors_near_optimal(batch):
                if isinstance(m, torch.nn.Linear)}
     with torch.no_grad():
         expected = logits(original, batch)
-    model = svdlora.peft.init_pissa(lora())
+    lora_config = peft.LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=TARGETS)
+    model = svdlora.peft.init_pissa(peft.get_peft_model(minilm(), lora_config))
     assert model.peft_config["default"].init_lora_weights == "pissa"
+    assert lora_config.init_lora_weights is True  # the caller's config object is not changed
     with torch.no_grad():
         got = logits(model, batch)
     torch.testing.assert_close(got, expected, rtol=0, atol=float32_tolerance(original, expected))

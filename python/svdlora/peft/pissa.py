@@ -2,6 +2,7 @@
 LoRA-targeted weight from batched randomized SVDs, written where PEFT keeps them."""
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
@@ -113,5 +114,8 @@ def init_pissa(peft_model: nn.Module, adapter_name: str = "default", *,
         else:
             residual = W.float() - s * (B @ A)
             base.weight.data = (residual.mT if layer.fan_in_fan_out else residual).to(W.dtype).contiguous()
-    config.init_lora_weights = "pissa"
+    # a copy: PEFT keeps the config object the user passed, which may be reused elsewhere
+    pissa_config = copy.copy(config)
+    pissa_config.init_lora_weights = "pissa"
+    configs[adapter_name] = pissa_config
     return peft_model
