@@ -72,7 +72,7 @@ def make_task(n: int, seed: int):
     return texts, labels
 
 
-def build(method: str, lr_unused=None):
+def build(method: str):
     """(model, conversion seconds) for one method."""
     import peft
     import torch

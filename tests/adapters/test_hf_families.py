@@ -61,6 +61,20 @@ def trainable_grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def gradients_before_and_after(family, path, change):
+    """Trainable gradients of one training-mode loss on the adapted model (off its init),
+    then again through ``change(model, batch)`` (a model running the same parameters)."""
+    batch = family.inputs()
+    model = adapt(family, path)
+    perturb_trainables(model, family.name + path)
+    model.train()
+    model(**batch).loss.backward()
+    before = trainable_grads(model)
+    model.zero_grad()
+    change(model, batch)(**batch).loss.backward()
+    return before, trainable_grads(model)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("family", FAMILIES, ids=FAMILY_IDS)
 def test_keep_mode_equals_base_at_init(family, path):
@@ -136,16 +150,11 @@ def test_transformers_trainer_reduces_loss(family, path, tmp_path):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("family", LIST_FAMILIES, ids=LIST_IDS)
 def test_gradient_checkpointing_gives_identical_gradients(family, path):
-    batch = family.inputs()
-    model = adapt(family, path)
-    perturb_trainables(model, family.name + path)
-    model.train()
-    model(**batch).loss.backward()
-    plain = trainable_grads(model)
-    model.zero_grad()
-    model.gradient_checkpointing_enable()
-    model(**batch).loss.backward()
-    checkpointed = trainable_grads(model)
+    def checkpointed(model, batch):
+        model.gradient_checkpointing_enable()
+        return model
+
+    plain, checkpointed = gradients_before_and_after(family, path, checkpointed)
     assert plain.keys() == checkpointed.keys() and plain
     for name in plain:
         assert torch.equal(plain[name], checkpointed[name]), name
@@ -181,21 +190,15 @@ def test_autocast_bfloat16_trains(family, path):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("family", LIST_FAMILIES, ids=LIST_IDS)
 def test_torch_compile_has_no_graph_break_in_the_adapter(family, path):
-    batch = family.inputs()
-    model = adapt(family, path)
-    perturb_trainables(model, family.name + path)
-    model.train()
-    torch._dynamo.reset()
-    explained = torch._dynamo.explain(model)(**batch)
-    in_adapter = [r for r in explained.break_reasons
-                  if any("svdlora" in frame.filename for frame in r.user_stack)]
-    assert not in_adapter, [r.reason for r in in_adapter]
-    model(**batch).loss.backward()
-    eager = trainable_grads(model)
-    model.zero_grad()
-    compiled = torch.compile(model, backend="aot_eager")
-    compiled(**batch).loss.backward()
-    got = trainable_grads(model)
+    def compiled(model, batch):
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(model)(**batch)
+        in_adapter = [r for r in explained.break_reasons
+                      if any("svdlora" in frame.filename for frame in r.user_stack)]
+        assert not in_adapter, [r.reason for r in in_adapter]
+        return torch.compile(model, backend="aot_eager")
+
+    eager, got = gradients_before_and_after(family, path, compiled)
     for name, g in eager.items():
         scale = float(g.abs().max())
         torch.testing.assert_close(got[name], g, rtol=0, atol=1e-4 * scale + 1e-12)

@@ -213,13 +213,11 @@ def _layer_spec(name: str, spec: Any, version: int) -> Tuple[SVDLoRAConfig, Tupl
 def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], module: Any,
                    tensors: Dict[str, torch.Tensor]):
     """Check one saved layer against the model; return (module, new SVDLoRALinear or None)."""
-    if not (isinstance(module, SVDLoRALinear) or (isinstance(module, nn.Module)
-                                                  and is_linear_like(module))):
+    if not (isinstance(module, SVDLoRALinear) or is_linear_like(module)):
         raise ValueError(f"adapter layer {name!r} not found as {LINEAR_LIKE_NAMES} in the model "
                          "(wrong architecture?)")
     K, D = shape
-    have = (module.in_features, module.out_features) if isinstance(module, SVDLoRALinear) \
-        else features(module)
+    have = features(module)
     if have != (K, D):
         raise ValueError(f"layer {name!r}: model has {have[0]}->{have[1]}, "
                          f"adapter expects {K}->{D}")

@@ -9,12 +9,10 @@ import torch
 from torch import nn
 
 __all__ = ["is_conv1d", "is_linear_like", "dense_weight", "bias_of", "features",
-           "LINEAR_LIKE_NAMES", "unwrap_compiled", "strip_compile_prefix"]
+           "LINEAR_LIKE_NAMES", "unwrap_compiled"]
 
 #: How error messages name the accepted layer types.
 LINEAR_LIKE_NAMES = "an nn.Linear or a transformers Conv1D"
-
-_COMPILE_PREFIX = "_orig_mod."
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -34,7 +32,7 @@ def is_linear_like(module: nn.Module) -> bool:
 
 
 def features(module: nn.Module) -> Tuple[int, int]:
-    """``(in_features, out_features)`` of a linear-like layer."""
+    """``(in_features, out_features)`` of a linear-like layer (or of an adapter layer)."""
     if is_conv1d(module):
         K, D = module.weight.shape
         return int(K), int(D)
@@ -58,7 +56,3 @@ def unwrap_compiled(model: nn.Module) -> nn.Module:
     inner = getattr(model, "_orig_mod", None)
     return inner if isinstance(inner, nn.Module) else model
 
-
-def strip_compile_prefix(name: str) -> str:
-    """A module name with every ``_orig_mod.`` segment of nested compile wrappers removed."""
-    return ".".join(part for part in name.split(".") if part != _COMPILE_PREFIX[:-1])

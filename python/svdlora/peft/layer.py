@@ -134,6 +134,12 @@ class SVDLoRAPeftLayer(nn.Module, BaseTunerLayer):
 
     # ------------------------------------------------------------------ merging
 
+    def _delta_in_base_layout(self, adapter: str) -> torch.Tensor:
+        """The update as the base layer stores its weight (K×D for a Conv1D)."""
+        base = self.get_base_layer()
+        delta = self.get_delta_weight(adapter).to(base.weight.dtype)
+        return delta.mT if is_conv1d(base) else delta
+
     def merge(self, safe_merge: bool = False, adapter_names: Optional[List[str]] = None) -> None:
         """Add the active (or the named) adapters' updates into the base weight.
 
@@ -148,8 +154,7 @@ class SVDLoRAPeftLayer(nn.Module, BaseTunerLayer):
             if adapter not in self.svdlora_S:
                 continue
             with torch.no_grad():
-                delta = self.get_delta_weight(adapter).to(base.weight.dtype)
-                delta = delta.mT if is_conv1d(base) else delta
+                delta = self._delta_in_base_layout(adapter)
                 if safe_merge:
                     merged = base.weight.data + delta
                     if not bool(torch.isfinite(merged).all()):
@@ -170,8 +175,7 @@ class SVDLoRAPeftLayer(nn.Module, BaseTunerLayer):
             adapter = self.merged_adapters.pop()
             if adapter in self.svdlora_S:
                 with torch.no_grad():
-                    delta = self.get_delta_weight(adapter).to(base.weight.dtype)
-                    base.weight.data -= delta.mT if is_conv1d(base) else delta
+                    base.weight.data -= self._delta_in_base_layout(adapter)
 
     # ------------------------------------------------------------------ forward
 

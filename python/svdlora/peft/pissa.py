@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from peft.utils.peft_types import PeftType
 from torch import nn
 
 from .._checks import check_bool, check_int, check_optional_int
@@ -75,7 +76,7 @@ def init_pissa(peft_model: nn.Module, adapter_name: str = "default", *,
     if not isinstance(configs, dict) or adapter_name not in configs:
         raise ValueError(f"adapter_name: the model has no PEFT adapter {adapter_name!r}")
     config = configs[adapter_name]
-    if str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
+    if getattr(config, "peft_type", None) != PeftType.LORA:
         raise ValueError(f"adapter_name: adapter {adapter_name!r} is {config.peft_type}, not LORA")
     if config.init_lora_weights not in (True, False):
         raise ValueError(f"adapter {adapter_name!r} was created with init_lora_weights="
