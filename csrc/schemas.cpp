@@ -13,6 +13,15 @@ TORCH_LIBRARY(svdlora, m) {
   // Returns U (..., m, rank), S (..., rank) descending, Vh (..., rank, n).
   m.def("rsvd(Tensor A, Tensor omega, Tensor? col_mean, int rank, int n_iter)"
         " -> (Tensor U, Tensor S, Tensor Vh)");
+  // Randomized block Krylov variant (block Lanczos bidiagonalisation with full
+  // reorthogonalisation, Rayleigh–Ritz on the recurrence) with the start block omega
+  // (min(m, n), b).  With stop_tol == gain_tol == 0 it makes exactly max_passes passes over A;
+  // otherwise it stops once the top-rank Ritz energy has converged (the rule, and the meaning
+  // of settle_passes, are in common/block_krylov.h).  Returns the factors as rsvd does and the
+  // passes made (an int64 scalar).
+  m.def("rsvd_krylov(Tensor A, Tensor omega, Tensor? col_mean, int rank, int settle_passes,"
+        " int max_passes, float stop_tol, float gain_tol)"
+        " -> (Tensor U, Tensor S, Tensor Vh, Tensor passes)");
   // Adaptive-rank variant (blocked randQB_EI, Yu, Gu & Li 2018) for a 2-D A.  omega has
   // (min(m, n), L) columns consumed block_size at a time until the relative Frobenius error is
   // <= tol; returns the smallest rank <= max_rank reaching tol (or max_rank) and the error

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
@@ -17,6 +18,12 @@
 #include <vector>
 
 namespace svdlora {
+
+// fp16/bf16 are computed in fp32 (the same rule as checks.h's compute_dtype).
+inline at::ScalarType compute_dtype_of(const at::Tensor& A) {
+  const auto st = A.scalar_type();
+  return st == at::kHalf || st == at::kBFloat16 ? at::kFloat : st;
+}
 
 using Factors = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
@@ -38,6 +45,8 @@ inline std::pair<std::optional<at::Tensor>, std::optional<at::Tensor>> centring_
 //                                                        result feeds B = Q^T A)
 //   at::Tensor orth(Y)           orthonormal basis of span(Y)
 //   at::Tensor range_basis(Y)    a well-conditioned basis of span(Y) (between passes)
+//   at::Tensor stable_basis(Y)   an orthonormal basis of span(Y) that resolves its weak
+//                                directions too (block Krylov's new blocks)
 //   Factors small_svd(Q, Bt, k)  rank-k SVD of Q B given B^T = A^T Q
 template <class Device>
 class CenteredOperator {
@@ -82,8 +91,34 @@ class CenteredOperator {
     return total.item<double>();
   }
 
+  // ||A - l r^T||_F^2 of every matrix of the batch, float64, shape (...).  Uncentred: a norm
+  // in the compute dtype (one read of A, accumulated blockwise by ATen, accurate to a few
+  // eps relative -- the rounding of the Ritz values it is compared with).  Centred: the
+  // exact blockwise sum above, per matrix.
+  at::Tensor squared_frobenius_per_matrix() const {
+    if (!left_.has_value()) {
+      at::Tensor norm = at::linalg_vector_norm(tall_, 2, at::IntArrayRef{-2, -1}, false,
+                                               compute_dtype_of(tall_));
+      return norm.to(at::kDouble).square();
+    }
+    const int64_t M = tall_.size(-2);
+    const int64_t per_row = std::max<int64_t>(1, tall_.numel() / std::max<int64_t>(M, 1));
+    const int64_t step = std::max<int64_t>(1, (int64_t{1} << 22) / per_row);
+    at::Tensor right64 = right_->to(at::kDouble).unsqueeze(-2);
+    at::Tensor total;
+    for (int64_t start = 0; start < M; start += step) {
+      const int64_t len = std::min(step, M - start);
+      at::Tensor rows = tall_.narrow(-2, start, len).to(at::kDouble) -
+                        left_->narrow(-1, start, len).to(at::kDouble).unsqueeze(-1) * right64;
+      at::Tensor part = rows.square().sum(at::IntArrayRef{-2, -1});
+      total = total.defined() ? total + part : part;
+    }
+    return total;
+  }
+
   at::Tensor orth(const at::Tensor& Y) const { return device_.orth(Y); }
   at::Tensor range_basis(const at::Tensor& Y) const { return device_.range_basis(Y); }
+  at::Tensor stable_basis(const at::Tensor& Y) const { return device_.stable_basis(Y); }
   Factors small_svd(const at::Tensor& Q, const at::Tensor& Bt, int64_t k) const {
     return device_.small_svd(Q, Bt, k);
   }

@@ -59,4 +59,23 @@ inline void check_adaptive_inputs(const at::Tensor& A, const at::Tensor& omega, 
               "be in [1, ", omega.size(1), "], got ", max_rank);
 }
 
+// The bases after max_passes passes (ceil(P/2) U blocks and floor(P/2) + 1 V blocks of width
+// b) must fit in the short side and hold at least `rank` columns.
+inline void check_krylov_inputs(const at::Tensor& A, const at::Tensor& omega, int64_t rank,
+                                int64_t settle_passes, int64_t max_passes, double stop_tol,
+                                double gain_tol) {
+  const int64_t short_side = std::min(A.size(-2), A.size(-1));
+  const int64_t b = omega.size(1);
+  TORCH_CHECK(max_passes >= 1 && settle_passes >= 0, "svdlora.rsvd_krylov: need max_passes >= 1"
+              " and settle_passes >= 0, got ", max_passes, " and ", settle_passes);
+  TORCH_CHECK((max_passes / 2 + 1) * b <= short_side,
+              "svdlora.rsvd_krylov: max_passes=", max_passes, " blocks of width ", b,
+              " outgrow min(m, n)=", short_side);
+  const int64_t least = 2 * ((rank + b - 1) / b) - 1;
+  TORCH_CHECK(rank >= 1 && least <= max_passes, "svdlora.rsvd_krylov: rank must be in [1, ",
+              (max_passes + 1) / 2 * b, "] (the basis after max_passes), got ", rank);
+  TORCH_CHECK(stop_tol >= 0 && gain_tol >= 0, "svdlora.rsvd_krylov: stop_tol and gain_tol must "
+              "be >= 0, got ", stop_tol, " and ", gain_tol);
+}
+
 }  // namespace svdlora

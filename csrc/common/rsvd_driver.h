@@ -16,6 +16,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "common/block_krylov.h"
 #include "common/centering.h"
 #include "common/checks.h"
 
@@ -124,6 +125,26 @@ Factors run_fixed_rank(const at::Tensor& A, const at::Tensor& omega,
   auto [left, right] = centring_terms(A, col_mean, transposed, dtype);
   CenteredOperator op(make_device(tall, dtype), tall, left, right);
   return rsvd_fixed_rank(op, omega, rank, n_iter, transposed);
+}
+
+// Block Krylov: returns U, S, Vh and the passes over A as an int64 scalar tensor.
+template <class MakeDevice>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_block_krylov(
+    const at::Tensor& A, const at::Tensor& omega, const std::optional<at::Tensor>& col_mean,
+    int64_t rank, int64_t settle_passes, int64_t max_passes, double stop_tol, double gain_tol,
+    MakeDevice make_device) {
+  check_rsvd_inputs(A, omega, col_mean, /*n_iter=*/0);
+  check_krylov_inputs(A, omega, rank, settle_passes, max_passes, stop_tol, gain_tol);
+  const bool transposed = A.size(-2) < A.size(-1);
+  const at::ScalarType dtype = compute_dtype(A);
+  at::Tensor tall = transposed ? A.mT() : A;
+  auto [left, right] = centring_terms(A, col_mean, transposed, dtype);
+  CenteredOperator op(make_device(tall, dtype), tall, left, right);
+  auto [factors, passes] =
+      rsvd_block_krylov(op, omega, KrylovSettings{rank, settle_passes, max_passes, stop_tol, gain_tol});
+  auto [U, S, Vh] = factors;
+  auto [Uf, Sf, Vhf] = finalize_factors(U, S, Vh, transposed);
+  return {Uf, Sf, Vhf, at::scalar_tensor(passes, omega.options().dtype(at::kLong))};
 }
 
 template <class MakeDevice>

@@ -1,6 +1,7 @@
-// CPU kernels of svdlora::rsvd and svdlora::rsvd_adaptive: the shared driver
+// CPU kernels of svdlora::rsvd, rsvd_krylov and rsvd_adaptive: the shared driver
 // (common/rsvd_driver.h) on MKL/OpenBLAS GEMMs for the passes, CholeskyQR2 with a Householder
 // fallback for orthonormalisation, and LAPACK for the small l x l SVD.
+#include <ATen/ops/linalg_qr.h>
 #include <ATen/ops/linalg_svd.h>
 #include <torch/library.h>
 
@@ -18,6 +19,10 @@ struct CpuDevice {
   at::Tensor apply_t(const at::Tensor& Y, bool /*precise*/) const { return passes.apply_t(Y); }
   at::Tensor orth(const at::Tensor& Y) const { return std::get<0>(orth_qr(Y)); }
   at::Tensor range_basis(const at::Tensor& Y) const { return cpu::range_basis(Y); }
+  // Householder (LAPACK geqrf/orgqr): backward stable, as fast as a float64 CholeskyQR here.
+  at::Tensor stable_basis(const at::Tensor& Y) const {
+    return std::get<0>(at::linalg_qr(Y, "reduced"));
+  }
 
   // B (l x n) through a QR of B^T: B^T = Qb R gives B = R^T Qb^T = Vr S (Qb Ur)^T with
   // R = Ur S Vr^T -- one tall-skinny QR and an l x l SVD instead of gesdd on l x n.
@@ -39,6 +44,13 @@ Factors rsvd_cpu(const at::Tensor& A, const at::Tensor& omega,
   return run_fixed_rank(A, omega, col_mean, rank, n_iter, make_device);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_krylov_cpu(
+    const at::Tensor& A, const at::Tensor& omega, const std::optional<at::Tensor>& col_mean,
+    int64_t rank, int64_t settle_passes, int64_t max_passes, double stop_tol, double gain_tol) {
+  return run_block_krylov(A, omega, col_mean, rank, settle_passes, max_passes, stop_tol,
+                          gain_tol, make_device);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_cpu(
     const at::Tensor& A, const at::Tensor& omega, const std::optional<at::Tensor>& col_mean,
     double tol, int64_t block_size, int64_t max_rank, int64_t n_iter) {
@@ -50,6 +62,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_cpu(
 TORCH_LIBRARY_IMPL(svdlora, CPU, m) {
   m.impl("rsvd", &rsvd_cpu);
   m.impl("rsvd_adaptive", &rsvd_adaptive_cpu);
+  m.impl("rsvd_krylov", &rsvd_krylov_cpu);
 }
 
 }  // namespace svdlora::cpu

@@ -1,4 +1,4 @@
-// CUDA kernels of svdlora::rsvd and svdlora::rsvd_adaptive: the shared driver
+// CUDA kernels of svdlora::rsvd, rsvd_krylov and rsvd_adaptive: the shared driver
 // (common/rsvd_driver.h) on cuBLAS passes over A in its own dtype, the sync-free float64
 // shifted CholeskyQR3, and a batched cuSOLVER eigensolver for the small SVD.  Everything runs
 // on torch's current stream with workspaces from its caching allocator.  The fixed-rank op
@@ -35,6 +35,8 @@ struct CudaDevice {
   // A second, cheaper scheme for intermediate bases would save little: the float64 Gram
   // products are O(m l^2) against the passes' O(m n l).
   at::Tensor range_basis(const at::Tensor& Y) const { return cuda::orth(Y, dtype); }
+  // The float64 shifted CholeskyQR3 resolves weak directions as well as Householder does.
+  at::Tensor stable_basis(const at::Tensor& Y) const { return cuda::orth(Y, dtype); }
   Factors small_svd(const at::Tensor& Q, const at::Tensor& Bt, int64_t k) const {
     return cuda::small_svd(Q, Bt, k);
   }
@@ -46,6 +48,14 @@ Factors rsvd_cuda(const at::Tensor& A, const at::Tensor& omega,
                   const std::optional<at::Tensor>& col_mean, int64_t rank, int64_t n_iter) {
   c10::cuda::CUDAGuard guard(A.device());
   return run_fixed_rank(A, omega, col_mean, rank, n_iter, make_device);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_krylov_cuda(
+    const at::Tensor& A, const at::Tensor& omega, const std::optional<at::Tensor>& col_mean,
+    int64_t rank, int64_t settle_passes, int64_t max_passes, double stop_tol, double gain_tol) {
+  c10::cuda::CUDAGuard guard(A.device());
+  return run_block_krylov(A, omega, col_mean, rank, settle_passes, max_passes, stop_tol,
+                          gain_tol, make_device);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_cuda(
@@ -60,6 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rsvd_adaptive_cuda(
 TORCH_LIBRARY_IMPL(svdlora, CUDA, m) {
   m.impl("rsvd", &rsvd_cuda);
   m.impl("rsvd_adaptive", &rsvd_adaptive_cuda);
+  m.impl("rsvd_krylov", &rsvd_krylov_cuda);
 }
 
 }  // namespace svdlora::cuda

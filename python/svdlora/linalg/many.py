@@ -33,7 +33,7 @@ def _chunks(indices: List[int], item_bytes: int, budget: int) -> List[List[int]]
 
 
 def rsvd_many(matrices: Sequence[Any], rank: int, *, oversample: int = DEFAULT_OVERSAMPLE,
-              n_iter: Optional[int] = None, seed: Optional[int] = 0,
+              n_iter: Optional[int] = None, seed: Optional[int] = 0, method: str = "auto",
               max_stack_bytes: int = DEFAULT_STACK_BYTES, progress: bool = False) -> List[SVDResult]:
     """Rank-``rank`` randomized SVD of every matrix in ``matrices``.
 
@@ -49,7 +49,7 @@ def rsvd_many(matrices: Sequence[Any], rank: int, *, oversample: int = DEFAULT_O
         Any mix of shapes, dtypes (bf16/fp16 tensors are read in place) and devices.
     rank : int
         Target rank, capped at ``min(m, n)`` of each matrix.
-    oversample, n_iter, seed
+    oversample, n_iter, seed, method
         As in :func:`svdlora.rsvd`; ``seed`` is shared, so equal matrices give equal factors.
     max_stack_bytes : int, default 64 MiB
         Largest copy made to stack one batch.
@@ -83,10 +83,11 @@ def rsvd_many(matrices: Sequence[Any], rank: int, *, oversample: int = DEFAULT_O
         first = matrices[chunk[0]]
         k = min(rank, *first.shape)
         if len(chunk) == 1:
-            results[chunk[0]] = rsvd(first, k, oversample=oversample, n_iter=n_iter, seed=seed)
+            results[chunk[0]] = rsvd(first, k, oversample=oversample, n_iter=n_iter, seed=seed,
+                                     method=method)
             continue
         stacked = _stack([matrices[i] for i in chunk])
-        U, S, Vh = rsvd(stacked, k, oversample=oversample, n_iter=n_iter, seed=seed)
+        U, S, Vh = rsvd(stacked, k, oversample=oversample, n_iter=n_iter, seed=seed, method=method)
         for j, i in enumerate(chunk):
             results[i] = SVDResult(U[j], S[j], Vh[j])
     return results  # type: ignore[return-value]

@@ -15,10 +15,10 @@ import numpy as np
 from .._checks import (DENSE_TORCH, MatrixInput, check_bool, check_choice, check_int,
                        check_matrix, check_optional_int, check_rank, check_seed, check_tol)
 from .._extension import require_compiled, torch
-from . import backends
+from . import backends, pass_counter
 from .backends import numpy_backend
 from .backends.linear_maps import input_compute_dtype
-from .plan import DEFAULT_OVERSAMPLE, RSVDPlan, make_plan
+from .plan import DEFAULT_OVERSAMPLE, METHODS, RSVDPlan, make_plan
 from .results import PCAResult, SVDResult
 from .sketch import resolve_seed
 
@@ -33,7 +33,8 @@ class ToleranceWarning(UserWarning):
 
 def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Optional[int] = None,
          tol: Optional[float] = None, seed: Optional[int] = None,
-         block_size: Optional[int] = None, backend: str = "auto") -> SVDResult:
+         block_size: Optional[int] = None, method: str = "auto",
+         backend: str = "auto") -> SVDResult:
     """Randomized truncated SVD ``A ≈ U @ diag(S) @ Vh``.
 
     Parameters
@@ -51,10 +52,12 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         exceed half of ``min(m, n)`` the whole short side is sketched instead and the result
         is exact up to rounding.
     n_iter : int or None, default None
-        Power (subspace) iterations ``q``.  None picks 2 for ``rank <= 16``, 3 up to 64 and
-        one more per doubling of ``rank`` beyond (4 up to 128, 5 up to 256), or 0 when the
-        whole short side is sketched (see Notes).  With ``tol`` the same rule is applied to
-        the block width instead of ``rank``.
+        None: the method decides how many passes over ``A`` to make (block Krylov stops
+        adaptively; subspace iteration picks ``q`` = 2 for ``rank <= 16``, 3 up to 64 and
+        one more per doubling of ``rank`` beyond, or 0 when the whole short side is
+        sketched).  An integer ``q`` fixes the work: ``q`` subspace iterations (``2q + 2``
+        passes), or with ``method="krylov"`` ``2q + 2`` block Krylov passes.  With ``tol``
+        the subspace rule is applied to the block width instead of ``rank``.
     tol : float in (0, 1) or None
         Adaptive rank (2-D input only): return the smallest rank ``<= rank`` whose relative
         Frobenius error ``||A - U S Vh||_F / ||A||_F`` is ``<= tol``.  A
@@ -64,7 +67,16 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         Seed of the Gaussian test matrix.  The same seed, input and machine give identical
         results.  None draws fresh OS entropy.
     block_size : int or None
-        Block width of the adaptive (``tol``) scheme; default ``min(64, max(16, ceil(l / 8)))``.
+        Block width of the adaptive-rank (``tol``) scheme, default
+        ``min(64, max(16, ceil(l / 8)))``, or of block Krylov, default ``ceil(l / 2)``.
+    method : {"auto", "subspace", "krylov"}
+        Fixed-rank algorithm.  "krylov": randomized block Krylov (block Lanczos
+        bidiagonalisation with full reorthogonalisation) that stops once the rank-``k``
+        Ritz values have converged; "subspace": subspace iteration with a fixed ``q``.
+        "auto" (default) takes "krylov" when ``n_iter`` is None and ``min(m, n) >= 1000``,
+        "subspace" otherwise (on smaller matrices its fewer, wider products win).  Ignored
+        with ``tol`` and when the whole short side is sketched.  Both meet the same accuracy
+        bar; :func:`svdlora.linalg.count_passes` reports the passes each call made.
     backend : {"auto", "compiled", "numpy", "cusolver_gesvdr"}
         "auto" uses the compiled op for dense inputs when the compiled core is available and
         the numpy implementation otherwise.  "cusolver_gesvdr" runs cuSOLVER's own randomized
@@ -98,7 +110,15 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         Q = orth(A Ω);  repeat q times: Q = orth(A orth(Aᵀ Q))
         B = Qᵀ A;  B = Ũ S Vh;  U = Q Ũ
 
-    working on the transpose when ``m < n`` so the sketch is on the short side.  The compiled
+    working on the transpose when ``m < n`` so the sketch is on the short side.
+
+    Block Krylov (Musco & Musco 2015; Tropp & Webber 2023) keeps the whole sequence
+    ``V₁ = orth(Ω), U₁ = orth(A V₁), V₂ = orth(Aᵀ U₁ ⟂ V₁), …`` (each block
+    Gram–Schmidt-orthogonalised twice against all earlier ones), fills the projected matrix
+    ``B = Uᵀ A V`` from the products themselves, and returns the rank-``k`` SVD of ``B``
+    lifted by ``U`` and ``V``.  Its error is exactly ``||A||_F² - Σ_{i≤k} s_i(B)²``, so a pass
+    that raises ``Σ_{i≤k} s_i²`` by less than 1% of ``Σ_{i>k} s_i²`` (a lower bound of the
+    optimum's squared error) leaves little to gain: that is where it stops.  The compiled
     op orthonormalises with CholeskyQR2 (falling back to Householder QR for rank-deficient
     blocks) and computes the SVD of ``B`` through a QR of ``Bᵀ`` and an ``l x l`` SVD.  The
     adaptive mode is the blocked randQB_EI scheme of Yu, Gu & Li (2018), "Efficient
@@ -121,16 +141,17 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     if tol is not None and info.batch_shape:
         raise ValueError(f"tol (adaptive rank) needs a 2-D A, got batched shape {info.shape}; "
                          "call rsvd per matrix or pass tol=None")
+    method = check_choice(method, "method", METHODS)
     if backend == "cusolver_gesvdr":
         return _factorize_gesvdr(info, rank, oversample, n_iter, tol)
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=tol,
-                     block_size=block_size, seed=seed, center=False)
+                     block_size=block_size, seed=seed, center=False, method=method)
     U, S, Vh = _factorize(info, plan, backend)[:3]
     return SVDResult(U, S, Vh)
 
 
 def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVERSAMPLE,
-        n_iter: Optional[int] = None, seed: Optional[int] = None,
+        n_iter: Optional[int] = None, seed: Optional[int] = None, method: str = "auto",
         backend: str = "auto") -> PCAResult:
     """Principal component analysis by randomized SVD of the column-centred data.
 
@@ -143,7 +164,7 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
         Number of components, ``1 <= rank <= min(m, n)``.
     center : bool, default True
         Subtract the column means first.
-    oversample, n_iter, seed
+    oversample, n_iter, seed, method
         As in :func:`rsvd`.
     backend : {"auto", "compiled", "numpy"}
         As in :func:`rsvd` (cuSOLVER's ``gesvdr`` peer cannot centre).
@@ -173,8 +194,9 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     seed = resolve_seed(check_seed(seed))
     # cuSOLVER's gesvdr has no centring: it is an rsvd peer only
     backend = check_choice(backend, "backend", [b for b in BACKENDS if b != "cusolver_gesvdr"])
+    method = check_choice(method, "method", METHODS)
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
-                     block_size=None, seed=seed, center=center)
+                     block_size=None, seed=seed, center=center, method=method)
     return PCAResult(*_factorize(info, plan, backend))
 
 
@@ -189,10 +211,11 @@ def _factorize(info: MatrixInput, plan: RSVDPlan, backend: str):
         from .backends import compiled as compiled_backend
         device = info.value.device if info.kind == DENSE_TORCH else None
         omega = plan.sketch(dtype, as_torch=True, device=device)
-        U, S, Vh, mean, err = compiled_backend.factorize(info, plan, omega)
+        U, S, Vh, mean, err, passes = compiled_backend.factorize(info, plan, omega)
     else:
         omega = plan.sketch(dtype, as_torch=False)
-        U, S, Vh, mean, err = numpy_backend.factorize(info, plan, omega)
+        U, S, Vh, mean, err, passes = numpy_backend.factorize(info, plan, omega)
+    pass_counter.record(plan.method, info.shape, passes)
     _check_finite_result(S, info)
     if plan.adaptive and err > plan.tol:
         warnings.warn(f"tol={plan.tol:g} was not reached within rank={plan.rank} (relative "

@@ -7,13 +7,13 @@ The schemas are declared in ``csrc/schemas.cpp``; the kernels in ``csrc/cpu`` an
 from __future__ import annotations
 
 import warnings
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..._checks import DENSE_NUMPY, MatrixInput
-from ..plan import RSVDPlan
+from ..plan import RSVDPlan, subspace_passes
 
 __all__ = ["factorize", "factorize_gesvdr", "as_tensor"]
 
@@ -31,20 +31,29 @@ def as_tensor(info: MatrixInput) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def factorize(info: MatrixInput, plan: RSVDPlan, omega: torch.Tensor) -> Tuple[Any, Any, Any, Any, float]:
+def factorize(info: MatrixInput, plan: RSVDPlan,
+              omega: torch.Tensor) -> Tuple[Any, Any, Any, Any, float, Optional[int]]:
     """Run ``plan`` on a dense input with test matrix ``omega`` (a tensor on A's device in
-    the compute dtype): ``(U, S, Vh, mean, rel_err)``, numpy for numpy input."""
+    the compute dtype): ``(U, S, Vh, mean, rel_err, passes)``, numpy for numpy input;
+    ``passes`` over A is None for the adaptive-rank mode (not counted)."""
     T = as_tensor(info)
     ctype = omega.dtype
     mean = T.mean(dim=-2, dtype=ctype) if plan.center else None
     err = 0.0
+    passes: Optional[int] = None
     try:
         if plan.adaptive:
             U, S, Vh, err_t = torch.ops.svdlora.rsvd_adaptive(T, omega, mean, plan.tol, plan.block,
                                                               plan.rank, plan.n_iter)
             err = float(err_t)
+        elif plan.krylov:
+            U, S, Vh, passes_t = torch.ops.svdlora.rsvd_krylov(
+                T, omega, mean, plan.rank, plan.settle_passes, plan.max_passes, plan.stop_tol,
+                plan.gain_tol)
+            passes = int(passes_t)
         else:
             U, S, Vh = torch.ops.svdlora.rsvd(T, omega, mean, plan.rank, plan.n_iter)
+            passes = subspace_passes(plan.n_iter)
     except torch.linalg.LinAlgError as exc:  # only reachable through overflow of finite input
         raise ValueError(f"A (shape {info.shape}) has entries so large that the factorisation "
                          f"overflowed its dtype; rescale A ({exc})") from None
@@ -52,7 +61,7 @@ def factorize(info: MatrixInput, plan: RSVDPlan, omega: torch.Tensor) -> Tuple[A
         mean = torch.zeros(T.shape[:-2] + T.shape[-1:], dtype=ctype, device=T.device)
     if info.kind == DENSE_NUMPY:
         U, S, Vh, mean = (t.numpy() for t in (U, S, Vh, mean))
-    return U, S, Vh, mean, err
+    return U, S, Vh, mean, err, passes
 
 
 def factorize_gesvdr(A: torch.Tensor, plan: RSVDPlan) -> Tuple[Any, Any, Any]:
@@ -68,6 +77,12 @@ def _rsvd_fake(A, omega, col_mean, rank, n_iter):
     return (A.new_empty((*batch, m, rank), dtype=omega.dtype),
             A.new_empty((*batch, rank), dtype=omega.dtype),
             A.new_empty((*batch, rank, n), dtype=omega.dtype))
+
+
+@torch.library.register_fake("svdlora::rsvd_krylov")
+def _rsvd_krylov_fake(A, omega, col_mean, rank, settle_passes, max_passes, stop_tol, gain_tol):
+    U, S, Vh = _rsvd_fake(A, omega, col_mean, rank, 0)
+    return U, S, Vh, A.new_empty((), dtype=torch.int64)
 
 
 @torch.library.register_fake("svdlora::cusolver_gesvdr")

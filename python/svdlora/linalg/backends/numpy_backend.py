@@ -8,25 +8,27 @@ test matrix the two produce the same factors to rounding.
 from __future__ import annotations
 
 import math
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from ..._checks import DENSE_NUMPY, DENSE_TORCH, SPARSE_TORCH, MatrixInput
 from ..._extension import torch
-from ..plan import RSVDPlan
+from ..plan import RSVDPlan, subspace_passes
+from .numpy_krylov import rsvd_krylov
 from .linear_maps import LinearMap, column_mean, compute_dtype, squared_frobenius, to_linear_map
 
 Factors = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def factorize(info: MatrixInput, plan: RSVDPlan, omega: np.ndarray) -> Tuple[Any, Any, Any, Any, float]:
-    """Run ``plan`` on ``info`` with test matrix ``omega``: ``(U, S, Vh, mean, rel_err)``.
+def factorize(info: MatrixInput, plan: RSVDPlan,
+              omega: np.ndarray) -> Tuple[Any, Any, Any, Any, float, Optional[int]]:
+    """Run ``plan`` on ``info`` with test matrix ``omega``: ``(U, S, Vh, mean, rel_err, passes)``.
 
     Results are numpy arrays, or torch tensors for torch input (dense float32/float64 CPU
     tensors are viewed as numpy without a copy; sparse tensors are read on the host and the
     results returned on their device).  ``rel_err`` is the adaptive mode's
-    error estimate (0 otherwise).
+    error estimate (0 otherwise); ``passes`` over A is None in that mode (not counted).
     """
     as_torch = info.kind in (DENSE_TORCH, SPARSE_TORCH)
     device = info.value.device if info.kind == SPARSE_TORCH else "cpu"
@@ -36,18 +38,23 @@ def factorize(info: MatrixInput, plan: RSVDPlan, omega: np.ndarray) -> Tuple[Any
     mean = column_mean(info, op) if plan.center else None
     target = op.centered(mean) if mean is not None else op
     err = 0.0
+    passes: Optional[int] = None
     if plan.adaptive:
         frob = squared_frobenius(info, op, mean)
         U, S, Vh, err = rsvd_adaptive(target, plan.rank, omega, plan.n_iter, plan.tol,
                                       plan.block, frob)
+    elif plan.krylov:
+        frob2 = _squared_frobenius_per_matrix(info, op, mean) if plan.stop_tol or plan.gain_tol else None
+        U, S, Vh, passes = rsvd_krylov_factors(target, plan, omega, frob2)
     else:
         U, S, Vh = rsvd_fixed(target, plan.rank, omega, plan.n_iter)
+        passes = subspace_passes(plan.n_iter)
     if mean is None:
         mean = np.zeros(info.shape[:-2] + info.shape[-1:], dtype=compute_dtype(op.dtype))
     if as_torch:
         U, S, Vh, mean = (torch.from_numpy(np.ascontiguousarray(x)).to(device)
                           for x in (U, S, Vh, mean))
-    return U, S, Vh, mean, err
+    return U, S, Vh, mean, err, passes
 
 
 def _orth(Y: np.ndarray) -> np.ndarray:
@@ -70,6 +77,31 @@ def _finalize(U: np.ndarray, S: np.ndarray, Vh: np.ndarray, transposed: bool) ->
     sign = np.where(pivot < 0, -1, 1).astype(U.dtype)
     return (np.ascontiguousarray(U * sign), np.ascontiguousarray(S),
             np.ascontiguousarray(Vh * np.swapaxes(sign, -1, -2)))
+
+
+def _squared_frobenius_per_matrix(info: MatrixInput, op: LinearMap,
+                                  mean: Optional[np.ndarray]) -> np.ndarray:
+    """``||A - 1 meanᵀ||_F²`` of each matrix of a (possibly batched) input, float64."""
+    if not info.batch_shape:
+        return np.asarray(squared_frobenius(info, op, mean))
+    A = info.value  # batched input is always dense numpy here
+    flat = A.reshape((-1,) + A.shape[-2:])
+    flat_mean = None if mean is None else mean.reshape((-1, A.shape[-1]))
+    out = np.empty(flat.shape[0])
+    for i, Ai in enumerate(flat):
+        Ai64 = Ai.astype(np.float64)
+        if flat_mean is not None:
+            Ai64 -= flat_mean[i].astype(np.float64)
+        out[i] = float(np.sum(np.square(Ai64)))
+    return out.reshape(info.batch_shape)
+
+
+def rsvd_krylov_factors(op: LinearMap, plan: RSVDPlan, omega: np.ndarray,
+                        frob2: Optional[np.ndarray]) -> Tuple[Any, Any, Any, int]:
+    """Block Krylov factors of ``op`` (any orientation) and the passes made."""
+    transposed = op.shape[-2] < op.shape[-1]
+    U, S, Vh, passes = rsvd_krylov(op.T if transposed else op, omega, plan, frob2)
+    return (*_finalize(U, S, Vh, transposed), passes)
 
 
 def rsvd_fixed(op: LinearMap, rank: int, omega: np.ndarray, n_iter: int) -> Factors:
