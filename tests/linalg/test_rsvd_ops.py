@@ -29,6 +29,18 @@ def test_opcheck_rsvd(dtype, batch, centred, device):
     torch.library.opcheck(torch.ops.svdlora.rsvd.default, (A, omega, mean, 5, 2))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("batch", [(), (3,)])
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("stop_tol, gain_tol", [(0.0, 0.0), (0.01, 0.005)])
+def test_opcheck_rsvd_krylov(dtype, batch, centred, stop_tol, gain_tol, device):
+    A, omega = _inputs(getattr(torch, dtype), batch, device)
+    omega = omega[:, :6].contiguous()  # blocks of 6: 3 V blocks after 4 passes fit in 25
+    mean = A.float().mean(-2).to(omega.dtype) if centred else None
+    torch.library.opcheck(torch.ops.svdlora.rsvd_krylov.default,
+                          (A, omega, mean, 5, 1, 4, stop_tol, gain_tol))
+
+
 def test_opcheck_rsvd_wide_matrix():
     A, omega = _inputs()
     torch.library.opcheck(torch.ops.svdlora.rsvd.default, (A.T.contiguous(), omega, None, 4, 1))

@@ -28,14 +28,15 @@ def problems(draw):
     s = np.arange(1, r + 1, dtype=np.float64) ** -decay
     A = ((U * s) @ V.T).astype(dtype)
     backend = draw(st.sampled_from(BACKENDS))
-    return A, k, seed, backend
+    method = draw(st.sampled_from(["auto", "subspace", "krylov"]))
+    return A, k, seed, backend, method
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=90, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_factors_are_valid_and_near_optimal(problem):
-    A, k, seed, backend = problem
-    U, S, Vh = svdlora.rsvd(A, k, seed=seed, backend=backend)
+    A, k, seed, backend, method = problem
+    U, S, Vh = svdlora.rsvd(A, k, seed=seed, backend=backend, method=method)
     eps = np.finfo(A.dtype).eps
     m, n = A.shape
     assert U.shape == (m, k) and S.shape == (k,) and Vh.shape == (k, n)
