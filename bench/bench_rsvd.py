@@ -1,7 +1,10 @@
 """CPU benchmark of svdlora.rsvd against torch.svd_lowrank, scikit-learn's randomized_svd and
 torch.linalg.svd, in one process and run (float32, sigma_i = 1/i).
 
-    python bench/bench_rsvd.py [--quick] [--out bench/results/cpu.json]
+    python bench/bench_rsvd.py [--quick] [--no-time-to-accuracy] [--out bench/results/cpu.json]
+
+It then runs the time-to-accuracy comparison of bench/time_to_accuracy.py (block Krylov
+against subspace iteration and the peers, each at the 1.01 bar) into the same file.
 
 For every case it records median times (>= 5 runs after warm-up; the two torch peers interleaved
 round-robin, sklearn timed on its own) and the error relative to
@@ -57,6 +60,9 @@ def run_case(A: torch.Tensor, s: np.ndarray, k: int, with_full_svd: bool, repeat
     fns = {"svdlora": ours, "svd_lowrank": lowrank, "sklearn_default": sklearn_default}
     times = interleaved_medians({k: fns[k] for k in ("svdlora", "svd_lowrank")}, repeats)
     times["sklearn_default"] = median_time(sklearn_default, repeats)
+    with svdlora.linalg.count_passes() as log:
+        ours()
+    out["method_ours"], out["passes_ours"] = log.last.method, log.last.passes
     for name, fn in fns.items():
         err = frobenius_error(A, *fn()) / opt
         out[name] = {"time_s": times[name], "err_over_opt": err}
@@ -121,6 +127,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small shapes only (smoke run)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu.json"))
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-time-to-accuracy", action="store_true",
+                    help="skip the time-to-accuracy section (bench/time_to_accuracy.py)")
     args = ap.parse_args()
     shapes = [(1024, 1024), (2048, 512)] if args.quick else \
         [(4096, 4096), (4096, 11008), (11008, 4096), (30522, 384)]
@@ -144,6 +152,9 @@ def main() -> None:
     merge_section(args.out, "rsvd", {"dtype": "float32", "spectrum": "1/i", "oversample": OVERSAMPLE,
                                      "cases": cases, "batched": batched}, machine())
     print("wrote", args.out)
+    if not args.no_time_to_accuracy:
+        import time_to_accuracy
+        time_to_accuracy.main((["--quick"] if args.quick else []) + ["--out", args.out])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <map>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -33,21 +35,25 @@
 namespace svdlora {
 
 // What one block Krylov run may do.  With stop_tol == gain_tol == 0 it makes exactly
-// max_passes passes.  Otherwise, after every A pass p (odd p: the Ritz values cost an SVD of
-// the projected matrix, so they are taken every other pass), it takes the top-k Ritz energy
+// max_passes passes.  Otherwise, after a pass p it may take the top-k Ritz energy
 // E_p = sum_{i<=k} s_i(B_p)^2 and an estimate of the optimum's squared error
 //     e_p = max(||A||_F^2 - E_p, sum_{i>k} s_i(B_p)^2)
 // (the first term is the exact squared error of the current answer, an upper bound of the
 // optimum's and tight once converged; the second a lower bound -- Ritz values interlace below
-// the singular values -- for where rounding leaves the difference meaningless), and stops at
-// the first p at which, for every matrix of the batch, with the two-pass gain
-// D_p = E_p - E_{p-2}, either
-//   * D_p <= gain_tol * e_p  (p >= the first pass whose basis holds `rank` columns), or
-//   * the predicted remaining gain is small: with the rate r = D_p / D_{p-2}, the geometric
-//     tail R = D_p r / (1 - r) satisfies R <= stop_tol * (e_p - R); only once
-//     p - 4 >= settle_passes (the first pass whose basis holds l = rank + oversample columns),
-//     since the rate of the first passes, while the top of the spectrum converges, is too
-//     optimistic for the rest.
+// the singular values -- for where rounding leaves the difference meaningless).  The Ritz
+// values cost an SVD of B, so they are taken after every pass while the basis is at most
+// kEveryPassWidth wide, and after A passes (odd p) only beyond.  It stops at the first such p
+// at which, for every matrix of the batch, either
+//   * the gain since the previous evaluated pass q is small:
+//     E_p - E_q <= gain_tol * (p - q) * e_p   (evaluated from the first pass whose basis holds
+//     `rank` columns; gains are summed over the values that moved by more than their
+//     rounding, see KrylovStop), or
+//   * the predicted remaining gain is small: with the gain over two passes D_p = E_p - E_{p-2}
+//     (A and A^T passes alternate and their gains zig-zag) and its rate r = D_p / D_{p-2},
+//     the geometric tail R = D_p r / (1 - r) satisfies R <= stop_tol * (e_p - R); only once
+//     p - 4 >= settle_passes (the first pass whose basis holds l = rank + oversample
+//     columns), since the rate of the first passes, while the top of the spectrum converges,
+//     is too optimistic for the rest.
 // The 1.01 bar allows 2.01% excess in the squared error; stop_tol = 0.01 keeps half of it in
 // reserve.  Chosen on recorded convergence histories of the accuracy-test spectra; see
 // docs/rsvd-methods.md.
@@ -61,35 +67,64 @@ struct KrylovSettings {
   bool adaptive() const { return stop_tol > 0 || gain_tol > 0; }
 };
 
-// The stopping rule above, fed after every A pass (p = 1, 3, 5, ...).
+// Basis width up to which the Ritz values are taken after every pass (an SVD of a 400 x 450 B
+// costs a few ms, a fraction of one pass over a matrix large enough for block Krylov).
+constexpr int64_t kEveryPassWidth = 400;
+
+// The stopping rule above, fed after each evaluated pass p >= the first pass whose basis
+// holds `rank` columns.  Gains are summed value by value, counting only the changes larger
+// than the rounding of each Ritz value (~eps s_1 s_i): in float32 the converged top values
+// jitter by more than the whole remaining gain of a steep spectrum's weak end, and a plain
+// E_p - E_q would either hide that gain or fake one.
 class KrylovStop {
  public:
-  KrylovStop(const KrylovSettings& run, int64_t rank_pass) : run_(run), rank_pass_(rank_pass) {}
+  KrylovStop(const KrylovSettings& run, int64_t rank_pass, double eps)
+      : run_(run), rank_pass_(rank_pass), eps_(eps) {}
 
-  // top: E_p, optimum2: e_p (float64, one entry per matrix).  True: stop after this pass.
+  bool evaluates(int64_t p, int64_t u) const {
+    return p >= rank_pass_ && (p % 2 == 1 || u <= kEveryPassWidth);
+  }
+
+  // top: the top-k squared Ritz values (..., k); optimum2: e_p (...).  True: stop now.
   bool after_pass(int64_t p, const at::Tensor& top, const at::Tensor& optimum2) {
-    history_.push_back(top);
-    const size_t n = history_.size();  // history_[n - 1] is pass p, [n - 2] pass p - 2
-    if (p < rank_pass_ || n < 2) return false;
-    at::Tensor gain = top - history_[n - 2];
-    if (run_.gain_tol > 0 && gain.le(optimum2 * run_.gain_tol).all().template item<bool>()) {
+    const bool have_previous = !history_.empty();
+    const int64_t q = have_previous ? history_.rbegin()->first : 0;
+    const at::Tensor previous = have_previous ? history_.rbegin()->second : at::Tensor();
+    history_[p] = top;
+    if (!have_previous) return false;
+    const double gain_scale = run_.gain_tol * static_cast<double>(p - q);
+    if (run_.gain_tol > 0 &&
+        gain(top, previous).le(optimum2 * gain_scale).all().template item<bool>()) {
       return true;
     }
-    if (run_.stop_tol <= 0 || p - 4 < run_.settle_passes || n < 3) return false;
-    at::Tensor before = history_[n - 2] - history_[n - 3];
+    auto two = history_.find(p - 2), four = history_.find(p - 4);
+    if (run_.stop_tol <= 0 || p - 4 < run_.settle_passes || two == history_.end() ||
+        four == history_.end()) {
+      return false;
+    }
+    at::Tensor recent = gain(top, two->second);
+    at::Tensor before = gain(two->second, four->second);
     // r in [0, inf]; no gain (converged to rounding) predicts nothing more to come.
-    at::Tensor rate = at::where(gain.le(0), at::zeros_like(gain),
-                                at::where(before.le(0), at::full_like(gain, INFINITY),
-                                          gain / before));
-    at::Tensor rest = at::where(rate.lt(1), gain * rate / (1 - rate),
-                                at::full_like(gain, INFINITY));
+    at::Tensor rate = at::where(recent.le(0), at::zeros_like(recent),
+                                at::where(before.le(0), at::full_like(recent, INFINITY),
+                                          recent / before));
+    at::Tensor rest = at::where(rate.lt(1), recent * rate / (1 - rate),
+                                at::full_like(recent, INFINITY));
     return rest.le((optimum2 - rest) * run_.stop_tol).all().template item<bool>();
   }
 
  private:
+  // sum_i (new_i - old_i) over the values whose change exceeds their rounding.
+  at::Tensor gain(const at::Tensor& newer, const at::Tensor& older) const {
+    at::Tensor change = newer - older;
+    at::Tensor noise = (newer.narrow(-1, 0, 1) * newer).sqrt() * (16 * eps_);
+    return at::where(change.abs().gt(noise), change, at::zeros_like(change)).sum(-1);
+  }
+
   KrylovSettings run_;
   int64_t rank_pass_;
-  std::vector<at::Tensor> history_;
+  double eps_;
+  std::map<int64_t, at::Tensor> history_;
 };
 
 // Orthonormal basis Q of the part of W outside span(basis) (basis orthonormal, possibly empty)
@@ -125,15 +160,20 @@ std::pair<at::Tensor, at::Tensor> extend_basis(const Op& op, const at::Tensor& b
   return {Q, C};
 }
 
-// Top-k Ritz energy of B and the estimate of the optimum's squared error of the stopping rule,
-// per matrix, in float64; frob2 is ||A||_F^2 per matrix.
-inline std::pair<at::Tensor, at::Tensor> ritz_energies(const at::Tensor& B, int64_t k,
-                                                       const at::Tensor& frob2) {
+// The top-k squared Ritz values of B (..., k), descending, and the stopping rule's estimate
+// of the optimum's squared error (...), in float64; frob2 is ||A||_F^2 per matrix and eps the
+// unit roundoff of the compute dtype.  ||A||_F^2 - E is used only where it exceeds the
+// rounding of E (~eps ||A||_F^2): below that the difference is noise, and the Ritz energy
+// beyond k (a lower bound) stands in.
+inline std::pair<at::Tensor, at::Tensor> ritz_values(const at::Tensor& B, int64_t k,
+                                                     const at::Tensor& frob2, double eps) {
   at::Tensor s2 = at::linalg_svdvals(B).to(at::kDouble).square();
   const int64_t w = s2.size(-1);
-  at::Tensor top = s2.narrow(-1, 0, std::min(k, w)).sum(-1);
-  at::Tensor rest = w > k ? s2.narrow(-1, k, w - k).sum(-1) : at::zeros_like(top);
-  return {top, at::maximum(frob2 - top, rest)};
+  at::Tensor top = s2.narrow(-1, 0, k);
+  at::Tensor rest = w > k ? s2.narrow(-1, k, w - k).sum(-1) : at::zeros_like(frob2);
+  at::Tensor error2 = frob2 - top.sum(-1);
+  at::Tensor resolved = error2.gt(frob2 * (64 * eps));
+  return {top, at::where(resolved, at::maximum(error2, rest), rest)};
 }
 
 // Tall A (rows >= cols).  omega (cols, b) is the start block; the result's rank is
@@ -144,9 +184,10 @@ inline std::pair<at::Tensor, at::Tensor> ritz_energies(const at::Tensor& B, int6
 // projected matrix B = U^T A V is filled as it goes and is block upper bidiagonal: an A pass
 // gives the column block U^T (A V_j) (U_{j-1}^T A V_j from Gram–Schmidt, plus U_j^T A V_j), an
 // A^T pass the row block (A^T U_j)^T V; the entries off the two diagonals are rounding (the
-// bases are kept orthonormal to working precision) and are left at zero.  Because A V_j lies in span(U) and A^T U_j in span(V) (to rounding),
-// U_k S_k V_k^T from the SVD of B is the best rank-k approximation of A in those spaces, with
-// error ||A||_F^2 - sum_{i<=k} s_i^2.  Every pass is `precise` since B is made of them.
+// bases are kept orthonormal to working precision) and are left at zero.  Because A V_j lies
+// in span(U) and A^T U_j in span(V) (to rounding), U_k S_k V_k^T from the SVD of B is the best
+// rank-k approximation of A in those spaces, with error ||A||_F^2 - sum_{i<=k} s_i^2.  Every
+// pass is `precise` since B is made of them.
 template <class Backend>
 std::pair<Factors, int64_t> rsvd_block_krylov(const Backend& op, const at::Tensor& omega,
                                               const KrylovSettings& run) {
@@ -171,8 +212,10 @@ std::pair<Factors, int64_t> rsvd_block_krylov(const Backend& op, const at::Tenso
   int64_t u = 0, v = b, passes = 0;
   at::Tensor frob2;
   if (run.adaptive()) frob2 = op.squared_frobenius_per_matrix();
-  // The first pass whose U basis holds `rank` columns.
-  KrylovStop stop(run, 2 * ((k + b - 1) / b) - 1);
+  const double eps = W.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                                   : std::numeric_limits<float>::epsilon();
+  // Evaluated from the first pass whose U basis holds `rank` columns.
+  KrylovStop stop(run, 2 * ((k + b - 1) / b) - 1, eps);
   while (true) {
     if (passes % 2 == 0) {  // W = A V_j (already computed for the first pass)
       if (passes > 0) W = op.apply(V_all.narrow(-1, v - b, b), /*precise=*/true);
@@ -195,8 +238,8 @@ std::pair<Factors, int64_t> rsvd_block_krylov(const Backend& op, const at::Tenso
     }
     ++passes;
     if (passes >= run.max_passes) break;
-    if (run.adaptive() && passes % 2 == 1) {
-      auto [top, optimum2] = ritz_energies(B.narrow(-2, 0, u).narrow(-1, 0, v), k, frob2);
+    if (run.adaptive() && stop.evaluates(passes, u)) {
+      auto [top, optimum2] = ritz_values(B.narrow(-2, 0, u).narrow(-1, 0, v), k, frob2, eps);
       // One or two host reads per pass: the stopping rule depends on the data.
       if (stop.after_pass(passes, top, optimum2)) break;
     }

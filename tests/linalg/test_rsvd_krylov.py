@@ -234,3 +234,15 @@ def test_op_rejects_inconsistent_pass_settings():
         op(A, omega, None, 5, 1, 3, -1.0, 0.0)
     U, S, Vh, passes = op(A, omega, None, 5, 1, 3, 0.0, 0.0)
     assert int(passes) == 3 and U.shape == (60, 5)
+
+
+@pytest.mark.parametrize("spec", ["i^-1", "noise+spikes"])
+def test_defaults_on_a_large_matrix_use_block_krylov_within_the_bar(spec, rsvd_backend):
+    n = KRYLOV_MIN_SHORT_SIDE
+    A = _matrix(n + 100, n, spec, np.float32)
+    for k in (16, 64):
+        with count_passes() as log:
+            U, S, Vh = svdlora.rsvd(A, k, seed=k, backend=rsvd_backend)
+        assert log.last.method == "krylov"
+        _within_bar(A, U, S, Vh, k)
+        assert orthonormality_defect(U) <= 1e-5 and orthonormality_defect(Vh.T) <= 1e-5

@@ -14,16 +14,17 @@ DEFAULT_OVERSAMPLE = 10
 #: Values of the public ``method=`` argument.
 METHODS = ("auto", "subspace", "krylov")
 
-#: ``method="auto"`` takes block Krylov when the short side is at least this long (below it,
-#: e.g. on 384-wide transformer weights, subspace iteration's fewer, wider GEMMs win).
-KRYLOV_MIN_SHORT_SIDE = 1000
+#: ``method="auto"`` takes block Krylov when the short side is at least this long.  Below it
+#: (measured: 2048x1024, and 384-wide transformer weights) subspace iteration's fewer, wider
+#: GEMMs win; see docs/rsvd-methods.md.
+KRYLOV_MIN_SHORT_SIDE = 2000
 
 #: Stopping rule of block Krylov: stop once the predicted remaining reduction of the squared
 #: error is below this fraction of the optimum's (estimated) squared error -- half of the
 #: 2.01% that the 1.01 bar allows ...
 KRYLOV_STOP_TOL = 0.01
-#: ... or once two passes reduced it by less than this fraction.
-KRYLOV_GAIN_TOL = 0.005
+#: ... or once a pass reduced it by less than this fraction.
+KRYLOV_GAIN_TOL = 0.004
 
 
 def default_n_iter(rank: int, *, exact_range: bool) -> int:
@@ -60,7 +61,7 @@ def default_block_size(width: int) -> int:
 
 #: Narrowest default block of block Krylov: thinner GEMMs lose efficiency (on the 2-core test
 #: machine a 4096 x 4096 product with 37 columns runs at ~90 GFLOP/s against ~115 with 74).
-KRYLOV_MIN_BLOCK = 48
+KRYLOV_MIN_BLOCK = 32
 
 
 def default_krylov_block(width: int) -> int:

@@ -73,7 +73,7 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         Fixed-rank algorithm.  "krylov": randomized block Krylov (block Lanczos
         bidiagonalisation with full reorthogonalisation) that stops once the rank-``k``
         Ritz values have converged; "subspace": subspace iteration with a fixed ``q``.
-        "auto" (default) takes "krylov" when ``n_iter`` is None and ``min(m, n) >= 1000``,
+        "auto" (default) takes "krylov" when ``n_iter`` is None and ``min(m, n) >= 2000``,
         "subspace" otherwise (on smaller matrices its fewer, wider products win).  Ignored
         with ``tol`` and when the whole short side is sketched.  Both meet the same accuracy
         bar; :func:`svdlora.linalg.count_passes` reports the passes each call made.

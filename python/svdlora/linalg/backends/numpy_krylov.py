@@ -4,7 +4,7 @@ QR where the compiled op uses CholeskyQR), so both backends give the same factor
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -38,31 +38,46 @@ def _extend_basis(basis: np.ndarray, W: np.ndarray,
     return Q, C
 
 
-def _ritz_energies(B: np.ndarray, k: int, frob2: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k Ritz energy and the stopping rule's estimate of the optimum's squared error."""
+def _ritz_values(B: np.ndarray, k: int, frob2: np.ndarray, eps: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k squared Ritz values and the stopping rule's estimate of the optimum's squared
+    error (see ``svdlora::ritz_values``)."""
     s2 = np.linalg.svd(B, compute_uv=False).astype(np.float64) ** 2
-    top = s2[..., :k].sum(axis=-1)
-    return top, np.maximum(frob2 - top, s2[..., k:].sum(axis=-1))
+    top = s2[..., :k]
+    rest = s2[..., k:].sum(axis=-1)
+    error2 = frob2 - top.sum(axis=-1)
+    return top, np.where(error2 > 64 * eps * frob2, np.maximum(error2, rest), rest)
+
+
+#: Basis width up to which the Ritz values are taken after every pass (``kEveryPassWidth``).
+EVERY_PASS_WIDTH = 400
 
 
 class _Stop:
-    """The stopping rule of ``svdlora::KrylovStop``, fed after every A pass (odd ``p``)."""
+    """The stopping rule of ``svdlora::KrylovStop``, fed after each evaluated pass."""
 
-    def __init__(self, plan: RSVDPlan, rank_pass: int) -> None:
-        self.plan, self.rank_pass = plan, rank_pass
-        self.history: List[np.ndarray] = []
+    def __init__(self, plan: RSVDPlan, rank_pass: int, eps: float) -> None:
+        self.plan, self.rank_pass, self.eps = plan, rank_pass, eps
+        self.history: Dict[int, np.ndarray] = {}
+
+    def evaluates(self, p: int, u: int) -> bool:
+        return p >= self.rank_pass and (p % 2 == 1 or u <= EVERY_PASS_WIDTH)
+
+    def _gain(self, newer: np.ndarray, older: np.ndarray) -> np.ndarray:
+        change = newer - older
+        noise = 16 * self.eps * np.sqrt(newer[..., :1] * newer)
+        return np.where(np.abs(change) > noise, change, 0.0).sum(axis=-1)
 
     def after_pass(self, p: int, top: np.ndarray, optimum2: np.ndarray) -> bool:
         h, plan = self.history, self.plan
-        h.append(top)
-        if p < self.rank_pass or len(h) < 2:
+        q = max(h) if h else None
+        h[p] = top
+        if q is None:
             return False
-        gain = top - h[-2]
-        if plan.gain_tol > 0 and np.all(gain <= plan.gain_tol * optimum2):
+        if plan.gain_tol > 0 and np.all(self._gain(top, h[q]) <= plan.gain_tol * (p - q) * optimum2):
             return True
-        if plan.stop_tol <= 0 or p - 4 < plan.settle_passes or len(h) < 3:
+        if plan.stop_tol <= 0 or p - 4 < plan.settle_passes or (p - 2) not in h or (p - 4) not in h:
             return False
-        before = h[-2] - h[-3]
+        gain, before = self._gain(top, h[p - 2]), self._gain(h[p - 2], h[p - 4])
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(gain <= 0, 0.0, np.where(before <= 0, math.inf, gain / before))
             rest = np.where(rate < 1, gain * rate / (1 - rate), math.inf)
@@ -87,7 +102,8 @@ def rsvd_krylov(op: LinearMap, omega: np.ndarray, plan: RSVDPlan,
     B = np.zeros(batch + (cap_u, cap_v), op.dtype)
     V_all[..., :b] = V1
     u, v, passes = 0, b, 0
-    stop = _Stop(plan, 2 * (-(-k // b)) - 1)
+    eps = float(np.finfo(op.dtype).eps)
+    stop = _Stop(plan, 2 * (-(-k // b)) - 1, eps)
     while True:
         if passes % 2 == 0:
             if passes > 0:
@@ -108,8 +124,8 @@ def rsvd_krylov(op: LinearMap, omega: np.ndarray, plan: RSVDPlan,
         passes += 1
         if passes >= max_passes:
             break
-        if adaptive and passes % 2 == 1:
-            top, optimum2 = _ritz_energies(B[..., :u, :v], k, frob2)
+        if adaptive and stop.evaluates(passes, u):
+            top, optimum2 = _ritz_values(B[..., :u, :v], k, frob2, eps)
             if stop.after_pass(passes, top, optimum2):
                 break
     # float64, as in the compiled op: float32 LAPACK blurs the weak end of large ranks
