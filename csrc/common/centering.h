@@ -17,13 +17,9 @@
 #include <utility>
 #include <vector>
 
-namespace svdlora {
+#include "common/checks.h"
 
-// fp16/bf16 are computed in fp32 (the same rule as checks.h's compute_dtype).
-inline at::ScalarType compute_dtype_of(const at::Tensor& A) {
-  const auto st = A.scalar_type();
-  return st == at::kHalf || st == at::kBFloat16 ? at::kFloat : st;
-}
+namespace svdlora {
 
 using Factors = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
@@ -98,7 +94,7 @@ class CenteredOperator {
   at::Tensor squared_frobenius_per_matrix() const {
     if (!left_.has_value()) {
       at::Tensor norm = at::linalg_vector_norm(tall_, 2, at::IntArrayRef{-2, -1}, false,
-                                               compute_dtype_of(tall_));
+                                               compute_dtype(tall_));
       return norm.to(at::kDouble).square();
     }
     const int64_t M = tall_.size(-2);
