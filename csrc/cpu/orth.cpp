@@ -18,11 +18,22 @@ struct CholQRStep {
   at::Tensor Q, R, info;
 };
 
+// Q = Y R^{-1}.  For a batch, ATen's triangular solve runs one trsm per entry on a transposed
+// copy of Y (2x the time of the Gram at 64 x 256 x 26); inverting the small l x l R and
+// multiplying is one batched GEMM.  Both are accurate to O(eps cond(R)), which the callers'
+// conditioning checks already bound.  A single matrix keeps the direct solve.
+at::Tensor right_divide_upper(const at::Tensor& Y, const at::Tensor& R) {
+  if (Y.dim() == 2) {
+    return at::linalg_solve_triangular(R, Y, /*upper=*/true, /*left=*/false);
+  }
+  at::Tensor identity = at::eye(R.size(-1), R.options()).expand_as(R);
+  return at::matmul(Y, at::linalg_solve_triangular(R, identity, /*upper=*/true, /*left=*/true));
+}
+
 CholQRStep cholesky_qr_step(const at::Tensor& Y) {
   at::Tensor gram = at::matmul(Y.mT(), Y);
   auto [R, info] = at::linalg_cholesky_ex(gram, /*upper=*/true, /*check_errors=*/false);
-  at::Tensor Q = at::linalg_solve_triangular(R, Y, /*upper=*/true, /*left=*/false);
-  return {Q, R, info};
+  return {right_divide_upper(Y, R), R, info};
 }
 
 // Redo the entries of a batch flagged in `bad` with `redo` (Householder-based), in place of

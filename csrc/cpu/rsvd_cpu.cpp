@@ -1,9 +1,14 @@
 // CPU kernels of svdlora::rsvd, rsvd_krylov and rsvd_adaptive: the shared driver
 // (common/rsvd_driver.h) on MKL/OpenBLAS GEMMs for the passes, CholeskyQR2 with a Householder
 // fallback for orthonormalisation, and LAPACK for the small l x l SVD.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/linalg_qr.h>
 #include <ATen/ops/linalg_svd.h>
 #include <torch/library.h>
+
+#include <vector>
 
 #include "common/rsvd_driver.h"
 #include "cpu/orth.h"
@@ -11,6 +16,29 @@
 
 namespace svdlora::cpu {
 namespace {
+
+// SVD of a batch of small l x l matrices.  ATen runs gesdd as a serial loop over the batch,
+// and at l ~ 26 one call (~75 us here) is too small for MKL to thread, so the batch is split
+// across ATen's intra-op threads instead (nested ATen calls run single-threaded).
+Factors small_square_svd(const at::Tensor& R) {
+  const int64_t l = R.size(-1);
+  if (R.dim() == 2 || at::get_num_threads() == 1) {
+    auto [U, S, Vh] = at::linalg_svd(R, /*full_matrices=*/false);
+    return {U, S, Vh};
+  }
+  at::Tensor flat = R.reshape({-1, l, l});
+  const int64_t count = flat.size(0);
+  at::Tensor U = at::empty_like(flat), Vh = at::empty_like(flat);
+  at::Tensor S = at::empty({count, l}, R.options());
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    auto [u, s, vh] = at::linalg_svd(flat.narrow(0, begin, end - begin), /*full_matrices=*/false);
+    U.narrow(0, begin, end - begin).copy_(u);
+    S.narrow(0, begin, end - begin).copy_(s);
+    Vh.narrow(0, begin, end - begin).copy_(vh);
+  });
+  std::vector<int64_t> vec_shape(R.sizes().begin(), R.sizes().end() - 1);
+  return {U.view(R.sizes()), S.view(vec_shape), Vh.view(R.sizes())};
+}
 
 struct CpuDevice {
   DensePasses passes;
@@ -28,7 +56,7 @@ struct CpuDevice {
   // R = Ur S Vr^T -- one tall-skinny QR and an l x l SVD instead of gesdd on l x n.
   Factors small_svd(const at::Tensor& Q, const at::Tensor& Bt, int64_t k) const {
     auto [Qb, R] = orth_qr(Bt);
-    auto [Ur, S, Vrh] = at::linalg_svd(R, /*full_matrices=*/false);
+    auto [Ur, S, Vrh] = small_square_svd(R);
     at::Tensor U = at::matmul(Q, Vrh.mT().narrow(-1, 0, k));
     at::Tensor Vh = at::matmul(Qb, Ur.narrow(-1, 0, k)).mT();
     return {U, S.narrow(-1, 0, k), Vh};
