@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_path
+from .adapter_file import AdapterTensors
 from ._module_tree import set_submodule, unchanged_on_error
 from .config import SVDLoRAConfig
 from .layer import SVDLoRALinear
@@ -33,6 +34,8 @@ FORMAT = "svdlora-adapter"
 FORMAT_VERSION = 2
 TENSORS = ("U", "Vh", "S0", "S", "X", "Y")
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(SVDLoRAConfig)}
+#: A config lists a few hundred bytes per layer; anything this large is not one.
+_MAX_CONFIG_BYTES = 64 * 2**20
 
 
 def _safetensors():
@@ -111,11 +114,15 @@ def _read_config(path: str) -> Dict[str, Any]:
     if not os.path.isfile(cfg_path) or not os.path.isfile(os.path.join(path, ADAPTER_FILE)):
         raise ValueError(f"path {path!r} is not an svdlora adapter directory (needs {CONFIG_FILE} "
                          f"and {ADAPTER_FILE})")
+    if os.path.getsize(cfg_path) > _MAX_CONFIG_BYTES:
+        raise ValueError(f"{cfg_path}: adapter config is larger than {_MAX_CONFIG_BYTES} bytes; "
+                         "not an svdlora adapter config")
     try:
-        with open(cfg_path) as f:
+        with open(cfg_path, encoding="utf-8") as f:
             config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{cfg_path}: unreadable adapter config ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"{cfg_path}: unreadable adapter config ({reason})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT or not isinstance(config.get("layers"), dict):
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"{cfg_path}: not an svdlora adapter config (format {found!r})")
@@ -146,11 +153,8 @@ def load_adapter(model: nn.Module, path: str) -> nn.Module:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     outer, model = model, unwrap_compiled(model)
     config = _read_config(path)
-    st = _safetensors()
-    try:
-        tensors = st.load_file(os.path.join(path, ADAPTER_FILE))
-    except Exception as exc:  # safetensors raises its own error types on corrupt files
-        raise ValueError(f"{os.path.join(path, ADAPTER_FILE)}: unreadable safetensors file ({exc})") from None
+    _safetensors()
+    tensors = AdapterTensors(os.path.join(path, ADAPTER_FILE))
     modules = dict(model.named_modules())
     inside_adapters = [n + "." for n, m in modules.items() if isinstance(m, SVDLoRALinear) and n]
     # Phase 1: validate everything and build every new layer; the model is left as it was
@@ -211,7 +215,7 @@ def _layer_spec(name: str, spec: Any, version: int) -> Tuple[SVDLoRAConfig, Tupl
 
 
 def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], module: Any,
-                   tensors: Dict[str, torch.Tensor]):
+                   tensors: AdapterTensors):
     """Check one saved layer against the model; return (module, new SVDLoRALinear or None)."""
     if not (isinstance(module, SVDLoRALinear) or is_linear_like(module)):
         raise ValueError(f"adapter layer {name!r} not found as {LINEAR_LIKE_NAMES} in the model "
@@ -225,12 +229,8 @@ def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], mod
     expected = {"U": (D, r), "Vh": (r, K), "S0": (r,), "S": (r,), "X": (r, rr), "Y": (rr, r)}
     for t, tshape in expected.items():
         key = f"{name}.{t}"
-        if key not in tensors:
-            raise ValueError(f"adapter file lacks tensor {key!r}")
-        value = tensors[key]
-        if tuple(value.shape) != tshape:
-            raise ValueError(f"tensor {key!r} has shape {tuple(value.shape)}, expected {tshape}")
-        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+        tensors.check(key, tshape)  # from the header: nothing is read before this holds
+        if not bool(torch.isfinite(tensors[key]).all()):
             raise ValueError(f"tensor {key!r} must be floating and finite")
     if isinstance(module, SVDLoRALinear):
         have, want = _math_settings(module.config), _math_settings(config)

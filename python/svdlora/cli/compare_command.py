@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> None:
         for role, W in (("BASE", W0), ("FINETUNED", W1)):
             if not np.isfinite(W).all():
                 raise UsageError(f"{role}: tensor {name!r} contains NaN or Inf")
-        results.append(compare_matrix(name, W0, W1, args.k, args.eps))
+        try:
+            results.append(compare_matrix(name, W0, W1, args.k, args.eps))
+        except ValueError as exc:  # e.g. singular values beyond the dtype's range
+            raise UsageError(f"tensor {name!r}: {exc}") from None
     def cell(value):
         return "-" if value is None else value
 

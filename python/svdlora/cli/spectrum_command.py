@@ -55,7 +55,10 @@ def analyze_file(tensors: TensorFile, names: Optional[List[str]], top: int) -> L
         W = tensors.load(name)
         if not np.isfinite(W).all():
             raise UsageError(f"{tensors.role}: tensor {name!r} contains NaN or Inf")
-        results.append(analyze(name, W, top))
+        try:
+            results.append(analyze(name, W, top))
+        except ValueError as exc:  # e.g. singular values beyond float64's range
+            raise UsageError(f"{tensors.role}: tensor {name!r}: {exc}") from None
     return results
 
 

@@ -44,11 +44,14 @@ def _pick_tensor(tensors: TensorFile, name) -> str:
 
 def relative_error(A: np.ndarray, U: np.ndarray, S: np.ndarray, Vh: np.ndarray) -> float:
     """||A - U S Vh||_F / ||A||_F in float64, a block of rows at a time."""
-    US = U.astype(np.float64) * S.astype(np.float64)
+    # Divided by a power of two near max|A| (exact, and the ratio is scale-free) so that the
+    # squares of entries near float64's maximum do not overflow.
+    scale = np.ldexp(1.0, int(np.frexp(float(np.abs(A).max()))[1]))
+    US = U.astype(np.float64) * (S.astype(np.float64) / scale)
     Vh = Vh.astype(np.float64)
     residual = total = 0.0
     for start in range(0, A.shape[0], 2048):
-        block = A[start:start + 2048].astype(np.float64)
+        block = A[start:start + 2048].astype(np.float64) / scale
         residual += float(np.sum((block - US[start:start + 2048] @ Vh) ** 2))
         total += float(np.sum(block ** 2))
     return float(np.sqrt(residual / total)) if total > 0 else 0.0

@@ -1,7 +1,7 @@
 """Reading weight files without unpickling, and writing results atomically.
 
 Supported inputs: ``.safetensors`` (parsed here, so bfloat16 works with numpy alone and no
-torch is needed), ``.npz`` and ``.npy`` (loaded with ``allow_pickle=False``).  Pickled
+torch is needed), ``.npz`` and ``.npy`` (read by :mod:`.numpy_files`, which never unpickles).  Pickled
 checkpoints (``.pt``, ``.bin``, ``.pkl``) are refused, never loaded.  Every failure is a
 :class:`UsageError` with a one-line message naming the file.
 """
@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import numpy_files
 from .errors import UsageError
 
 _SAFETENSORS_DTYPES = {
@@ -25,7 +26,7 @@ _SAFETENSORS_DTYPES = {
     "BOOL": np.bool_,
 }
 _MAX_HEADER_BYTES = 100 * 2**20  # the format's own limit
-_FLOAT_NAMES = ("F64", "F32", "F16", "BF16", "float64", "float32", "float16")
+_FLOAT_NAMES = ("F64", "F32", "F16", "BF16")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 
 
@@ -35,7 +36,8 @@ class TensorFile:
     ``names`` lists every array; ``shape(name)`` and ``dtype(name)`` come without reading
     data; ``load(name)`` returns a float32/float64 array (bfloat16 and float16 are widened to
     float32, since numpy has no bfloat16).  safetensors tensors are read one at a time when
-    loaded; an .npz archive is read whole when opened.
+    loaded, and so are the members of an .npz archive.  Every header is checked against the
+    bytes present when the file is opened, so nothing larger than the real data is allocated.
     """
 
     def __init__(self, path: str, role: str = "INPUT") -> None:
@@ -78,18 +80,40 @@ class TensorFile:
                                  "length; a pickled checkpoint is never loaded)")
             raw = f.read(header_len)
         try:
-            header = json.loads(raw.decode("utf-8"))
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise UsageError(f"{self.role}: {self.path} is not a safetensors file (header is "
                              "not JSON)") from None
+        except _DuplicateKey as exc:
+            raise UsageError(f"{self.role}: {self.path}: safetensors header names {exc} twice") from None
+        except RecursionError:
+            raise UsageError(f"{self.role}: {self.path}: safetensors header is nested too "
+                             "deeply") from None
         if not isinstance(header, dict):
             raise UsageError(f"{self.role}: {self.path}: safetensors header is not a JSON object")
         data_start, data_size = 8 + header_len, size - 8 - header_len
         self._entries: Dict[str, Tuple[Tuple[int, ...], str, int]] = {}
+        spans = []
         for name, spec in header.items():
             if name == "__metadata__":
+                if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
+                    raise UsageError(f"{self.role}: {self.path}: safetensors __metadata__ must "
+                                     "map names to strings")
                 continue
-            self._entries[name] = self._check_entry(name, spec, data_start, data_size)
+            self._entries[name], span = self._check_entry(name, spec, data_start, data_size)
+            spans.append((span, name))
+        # The format requires the tensors to tile the data buffer exactly.  Overlapping
+        # tensors would let a tiny file declare unbounded work; holes could hide other data.
+        end = 0
+        for (begin, stop), name in sorted(spans):
+            if begin != end:
+                problem = "overlaps another tensor" if begin < end else "leaves a gap before it"
+                raise UsageError(f"{self.role}: {self.path}: tensor {name!r} {problem} in the "
+                                 "data buffer (corrupt file)")
+            end = stop
+        if end != data_size:
+            raise UsageError(f"{self.role}: {self.path}: {data_size - end} bytes after the last "
+                             "tensor (corrupt file)")
         self._kind = "safetensors"
 
     def _check_entry(self, name: str, spec: Any, data_start: int, data_size: int):
@@ -115,25 +139,18 @@ class TensorFile:
         if not 0 <= begin <= end <= data_size or end - begin != math.prod(shape) * itemsize:
             raise UsageError(f"{self.role}: {self.path}: tensor {name!r} has inconsistent "
                              "offsets (truncated or corrupt file)")
-        return tuple(shape), dtype, data_start + begin
+        return (tuple(shape), dtype, data_start + begin), (begin, end)
 
     def _open_npz(self) -> None:
-        with np.load(self.path, allow_pickle=False) as archive:
-            self._entries = {}
-            for name in archive.files:
-                array = archive[name]  # raises on object (pickled) arrays
-                self._entries[name] = (array.shape, str(array.dtype), array)
-        self._kind = "numpy"
+        headers = numpy_files.open_npz(self.path, self.role)
+        self._entries = {name: (h.shape, str(h.dtype), h) for name, h in headers.items()}
+        self._kind = "npz"
 
     def _open_npy(self) -> None:
-        array = np.load(self.path, allow_pickle=False, mmap_mode="r")
-        if not isinstance(array, np.ndarray):  # e.g. an .npz archive under an .npy name
-            if hasattr(array, "close"):
-                array.close()
-            raise UsageError(f"{self.role}: {self.path} is not an .npy file")
+        header, _ = numpy_files.open_npy(self.path, self.role)
         name = os.path.splitext(os.path.basename(self.path))[0]
-        self._entries = {name: (array.shape, str(array.dtype), array)}
-        self._kind = "numpy"
+        self._entries = {name: (header.shape, str(header.dtype), header)}
+        self._kind = "npy"
 
     # ------------------------------------------------------------------ access
 
@@ -148,8 +165,12 @@ class TensorFile:
         return self._entry(name)[1]
 
     def is_float(self, name: str) -> bool:
-        """float16/bfloat16/float32/float64 (what the analyses accept)."""
-        return self.dtype(name) in _FLOAT_NAMES
+        """float16/bfloat16/float32/float64, either byte order (what the analyses accept)."""
+        dtype = self.dtype(name)
+        if self._kind == "safetensors":
+            return dtype in _FLOAT_NAMES
+        parsed = np.dtype(dtype)
+        return parsed.kind == "f" and parsed.itemsize in (2, 4, 8)
 
     def _entry(self, name: str):
         if name not in self._entries:
@@ -161,18 +182,25 @@ class TensorFile:
 
     def load(self, name: str) -> np.ndarray:
         shape, dtype, where = self._entry(name)
+        if not self.is_float(name):  # refused before any data is read
+            raise UsageError(f"{self.role}: tensor {name!r} in {self.path} has dtype {dtype}; "
+                             "a float16/bfloat16/float32/float64 matrix is needed")
         if self._kind == "safetensors":
-            raw = np.fromfile(self.path, dtype=_SAFETENSORS_DTYPES[dtype],
-                              count=int(np.prod(shape)), offset=where).reshape(shape)
+            count = math.prod(shape)
+            raw = np.fromfile(self.path, dtype=_SAFETENSORS_DTYPES[dtype], count=count, offset=where)
+            if raw.size != count:  # the file shrank since it was opened
+                raise UsageError(f"{self.role}: {self.path}: tensor {name!r} is truncated")
+            raw = raw.reshape(shape)
             if dtype == "BF16":  # bfloat16 is the top half of a float32
                 return (raw.astype(np.uint32) << 16).view(np.float32)
             array = raw
+        elif self._kind == "npz":
+            array = numpy_files.load_npz_member(self.path, name, where, self.role)
         else:
-            array = np.asarray(where)
-        if array.dtype.kind != "f" or array.dtype.itemsize > 8:
-            raise UsageError(f"{self.role}: tensor {name!r} in {self.path} has dtype "
-                             f"{array.dtype}; a float16/bfloat16/float32/float64 matrix is needed")
-        return array.astype(np.float32) if array.dtype == np.float16 else np.asarray(array)
+            array = numpy_files.load_npy(self.path, where, self.role)
+        if array.dtype == np.float16 or not array.dtype.isnative:
+            return array.astype(np.float32 if array.dtype.itemsize == 2 else array.dtype.newbyteorder("="))
+        return array
 
     def matrices(self, names: Optional[List[str]] = None) -> List[str]:
         """The requested names (all must be 2-D), or every 2-D tensor of the file."""
@@ -185,6 +213,19 @@ class TensorFile:
         if not found:
             raise UsageError(f"{self.role}: {self.path} holds no 2-D floating-point tensors")
         return found
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _refuse_duplicate_keys(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(repr(key))
+        seen[key] = value
+    return seen
 
 
 def require_matrix(tensors: TensorFile, name: str) -> Tuple[int, int]:

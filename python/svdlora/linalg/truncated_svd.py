@@ -7,6 +7,7 @@ implementation for sparse matrices, linear operators and numpy-only installs.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Optional
 
@@ -15,7 +16,7 @@ import numpy as np
 from .._checks import (DENSE_TORCH, MatrixInput, check_bool, check_choice, check_int,
                        check_matrix, check_optional_int, check_rank, check_seed, check_tol)
 from .._extension import require_compiled, torch
-from . import backends, pass_counter
+from . import backends, pass_counter, rescale
 from .backends import numpy_backend
 from .backends.linear_maps import input_compute_dtype
 from .plan import DEFAULT_OVERSAMPLE, METHODS, RSVDPlan, make_plan
@@ -197,26 +198,59 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     method = check_choice(method, "method", METHODS)
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
                      block_size=None, seed=seed, center=center, method=method)
-    return PCAResult(*_factorize(info, plan, backend))
+    return PCAResult(*_factorize(info, plan, backend, "X"))
 
 
 # --------------------------------------------------------------------------- dispatch
 
 
-def _factorize(info: MatrixInput, plan: RSVDPlan, backend: str):
-    """Draw the plan's sketch once and run the chosen backend: ``(U, S, Vh, mean)``."""
+def _factorize(info: MatrixInput, plan: RSVDPlan, backend: str, name: str = "A"):
+    """Draw the plan's sketch once and run the chosen backend: ``(U, S, Vh, mean)``.
+
+    A factorisation that overflows (finite entries near the dtype's maximum) is redone once
+    on a power-of-two rescaled copy, and its singular values and means are scaled back.
+    """
     compiled = backends.use_compiled(info, backend)
     dtype = input_compute_dtype(info)
     if compiled:
         from .backends import compiled as compiled_backend
         device = info.value.device if info.kind == DENSE_TORCH else None
         omega = plan.sketch(dtype, as_torch=True, device=device)
-        U, S, Vh, mean, err, passes = compiled_backend.factorize(info, plan, omega)
+        run = functools.partial(compiled_backend.factorize, plan=plan, omega=omega)
     else:
         omega = plan.sketch(dtype, as_torch=False)
-        U, S, Vh, mean, err, passes = numpy_backend.factorize(info, plan, omega)
-    pass_counter.record(plan.method, info.shape, passes)
-    _check_finite_result(S, info)
+        run = functools.partial(numpy_backend.factorize, plan=plan, omega=omega)
+    def attempt(target: MatrixInput):
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+                result = run(target)
+        except (rescale.FactorizationOverflow, np.linalg.LinAlgError):
+            return None  # finite input was checked: only overflow makes the SVD fail
+        pass_counter.record(plan.method, info.shape, result[5])
+        return result if _all_finite(result[1]) and _all_finite(result[0]) else None
+
+    # Entries near the dtype's limits: factorise a power-of-two rescaled copy up front (an
+    # overflow can also yield finite garbage, so a failed attempt is not the only signal).
+    result = None if rescale.needs_rescaling(info, dtype) else attempt(info)
+    if result is None:
+        rescaled = rescale.scaled_input(info, name)
+        if rescaled is None:
+            raise ValueError(f"{name} (shape {info.shape}) has entries so large that the "
+                             "factorisation overflowed its dtype; rescale it (e.g. divide by "
+                             "its largest |entry|)")
+        scaled_info, scale = rescaled
+        result = attempt(scaled_info)
+        if result is None:
+            raise ValueError(f"{name} (shape {info.shape}): the factorisation failed even after "
+                             "rescaling by a power of two")
+        U, S, Vh, mean, err, _ = result
+        S, mean = rescale.unscale(S, mean, scale)
+        if not (_all_finite(S) and _all_finite(mean)):
+            raise ValueError(f"{name} (shape {info.shape}) has singular values beyond the range "
+                             "of its dtype (its entries are near the dtype's maximum); rescale "
+                             "it, or pass it as float64")
+    else:
+        U, S, Vh, mean, err, _ = result
     if plan.adaptive and err > plan.tol:
         warnings.warn(f"tol={plan.tol:g} was not reached within rank={plan.rank} (relative "
                       f"error estimate {err:.3g}); returning {plan.rank} components",
@@ -242,8 +276,7 @@ def _factorize_gesvdr(info: MatrixInput, rank: int, oversample: int, n_iter: Opt
     return SVDResult(*compiled_backend.factorize_gesvdr(A, plan))
 
 
-def _check_finite_result(S: Any, info: MatrixInput) -> None:
-    finite = bool(np.isfinite(S).all()) if isinstance(S, np.ndarray) else bool(torch.isfinite(S).all())
-    if not finite:
-        raise ValueError(f"A (shape {info.shape}) has entries so large that the factorisation "
-                         "overflowed its dtype; rescale A (e.g. divide by its largest |entry|)")
+def _all_finite(x: Any) -> bool:
+    if x is None:
+        return True
+    return bool(np.isfinite(x).all()) if isinstance(x, np.ndarray) else bool(torch.isfinite(x).all())

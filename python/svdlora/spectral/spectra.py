@@ -16,9 +16,29 @@ _FULL_SVD_BELOW = 256
 
 
 
+# |entries| between which LAPACK's SVD and the squares taken by the analyses are safe in
+# float64 (far inside its range: 2**-511 .. 2**511 squares to 2**-1022 .. 2**1022).
+_SAFE_LOW, _SAFE_HIGH = 2.0**-450, 2.0**450
+
+
 def singular_values(W: Any) -> np.ndarray:
-    """All singular values of a 2-D matrix, descending, as float64 (LAPACK gesdd)."""
-    return np.linalg.svd(as_matrix(W, "W"), compute_uv=False)
+    """All singular values of a 2-D matrix, descending, as float64 (LAPACK gesdd).
+
+    Entries near float64's limits are handled by factorising a power-of-two rescaled copy
+    (exact); a ``ValueError`` says so if the singular values themselves exceed float64.
+    """
+    A = as_matrix(W, "W")
+    amax = float(np.abs(A).max())
+    if amax == 0.0 or _SAFE_LOW <= amax <= _SAFE_HIGH:
+        return np.linalg.svd(A, compute_uv=False)
+    exponent = int(np.frexp(amax)[1])
+    S = np.linalg.svd(np.ldexp(A, -exponent), compute_uv=False)
+    with np.errstate(over="ignore"):
+        S = np.ldexp(S, exponent)
+    if not np.isfinite(S).all():
+        raise ValueError(f"W (shape {A.shape}) has singular values beyond the float64 range "
+                         f"(largest |entry| {amax:.3g}); rescale it")
+    return S
 
 
 def top_singular_vectors(W: Any, k: int, *, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -49,5 +69,7 @@ def effective_rank(S: Any) -> float:
     if total <= 0:
         raise ValueError("S must have a positive sum; the effective rank of a zero matrix is "
                          "undefined")
+    values = values / values.max()  # a sum of values near float64's maximum overflows
+    total = values.sum()
     p = values[values > 0] / total
     return float(math.exp(-float(np.sum(p * np.log(p)))))

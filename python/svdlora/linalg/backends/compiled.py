@@ -14,6 +14,7 @@ import torch
 
 from ..._checks import DENSE_NUMPY, MatrixInput
 from ..plan import RSVDPlan, subspace_passes
+from ..rescale import FactorizationOverflow
 
 __all__ = ["factorize", "factorize_gesvdr", "as_tensor"]
 
@@ -55,8 +56,7 @@ def factorize(info: MatrixInput, plan: RSVDPlan,
             U, S, Vh = torch.ops.svdlora.rsvd(T, omega, mean, plan.rank, plan.n_iter)
             passes = subspace_passes(plan.n_iter)
     except torch.linalg.LinAlgError as exc:  # only reachable through overflow of finite input
-        raise ValueError(f"A (shape {info.shape}) has entries so large that the factorisation "
-                         f"overflowed its dtype; rescale A ({exc})") from None
+        raise FactorizationOverflow(str(exc)) from None
     if mean is None:
         mean = torch.zeros(T.shape[:-2] + T.shape[-1:], dtype=ctype, device=T.device)
     if info.kind == DENSE_NUMPY:
