@@ -55,10 +55,21 @@ def _finite_or_none(value: float):
     return value if np.isfinite(value) else None  # strict JSON has no NaN/Infinity
 
 
+def relative_change(W0: np.ndarray, W1: np.ndarray) -> float:
+    """||W1 - W0||_F / ||W0||_F (NaN for W0 = 0).  Both are divided by one power of two near
+    their largest |entry| first (exact, and the ratio is scale-free) so that weights near
+    their dtype's maximum neither overflow the difference nor the squares of the norm."""
+    amax = max(float(np.abs(W0).max()), float(np.abs(W1).max()))
+    exponent = int(np.frexp(amax)[1]) if amax > 0 else 0
+    A0 = np.ldexp(W0.astype(np.float64), -exponent)
+    A1 = np.ldexp(W1.astype(np.float64), -exponent)
+    base_norm = float(np.linalg.norm(A0))
+    return float(np.linalg.norm(A1 - A0)) / base_norm if base_norm > 0 else float("nan")
+
+
 def compare_matrix(name: str, W0: np.ndarray, W1: np.ndarray, k: int, eps: float) -> Dict[str, Any]:
     report = spectral.intruder_report(W0, W1, k, eps)
-    base_norm = float(np.linalg.norm(W0))
-    change = float(np.linalg.norm(W1 - W0)) / base_norm if base_norm > 0 else float("nan")
+    change = relative_change(W0, W1)
     examined = report.max_cosines[:report.examined]
     return {"name": name, "shape": list(W0.shape), "intruders": report.count,
             "examined": report.examined,

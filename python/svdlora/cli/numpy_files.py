@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO, Dict, Tuple
@@ -52,8 +54,10 @@ def read_npy_header(stream: BinaryIO, where: str) -> NpyHeader:
             raise UsageError(f"{where}: unsupported .npy format version {version}")
     except UsageError:
         raise
-    except (ValueError, TypeError, SyntaxError, EOFError, UnicodeDecodeError, OverflowError,
-            RecursionError, MemoryError) as exc:
+    except (ValueError, TypeError, SyntaxError, tokenize.TokenError, EOFError, KeyError,
+            IndexError, UnicodeDecodeError, OverflowError, RecursionError, MemoryError) as exc:
+        # numpy's header parser tokenizes and literal-evaluates the header text, so the
+        # errors of both (and of the dtype constructor) reach here
         raise UsageError(f"{where}: not a valid .npy array ({_one_line(exc)})") from None
     if dtype.hasobject:
         raise UsageError(f"{where}: holds Python objects (a pickle); svdlora never unpickles")
@@ -119,41 +123,91 @@ def _member_where(role: str, path: str, member: str) -> str:
     return f"{role}: {path}, member {member!r}"
 
 
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # signature ... file name length, extra length
+_ZIP64_EXTRA_ID = 0x0001
+_SIZES_IN_DESCRIPTOR = 0x08  # flag bit: CRC and sizes follow the data, local fields are 0
+
+
+def _zip64_local_sizes(extra: bytes, usize: int, csize: int) -> Tuple[int, int]:
+    """A local header's real sizes when its 32-bit fields hold the zip64 marker."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        if tag == _ZIP64_EXTRA_ID and size >= 16:
+            return struct.unpack_from("<QQ", extra, pos + 4)
+        pos += 4 + size
+    return usize, csize
+
+
+def _check_local_header(raw: BinaryIO, info: zipfile.ZipInfo, where: str) -> None:
+    """The member's local header must agree with its central-directory entry: a reader that
+    trusts one and a reader that trusts the other would otherwise see different data."""
+    raw.seek(info.header_offset)
+    fixed = raw.read(_LOCAL_HEADER.size)
+    if len(fixed) != _LOCAL_HEADER.size:
+        raise UsageError(f"{where}: its local header lies past the end of the file")
+    sig, _version, flags, method, _time, _date, crc, csize, usize, name_len, extra_len = \
+        _LOCAL_HEADER.unpack(fixed)
+    if sig != b"PK\x03\x04":
+        raise UsageError(f"{where}: the central directory points at no local header")
+    extra = raw.read(name_len + extra_len)[name_len:]
+    consistent = flags == info.flag_bits and method == info.compress_type
+    if consistent and not flags & _SIZES_IN_DESCRIPTOR:
+        if 0xFFFFFFFF in (usize, csize):
+            usize, csize = _zip64_local_sizes(extra, usize, csize)
+        consistent = (crc, csize, usize) == (info.CRC, info.compress_size, info.file_size)
+    if not consistent:
+        raise UsageError(f"{where}: local header and central directory disagree (corrupt archive)")
+
+
+def _member_header(archive: zipfile.ZipFile, raw: BinaryIO, info: zipfile.ZipInfo,
+                   where: str) -> NpyHeader:
+    """The checked .npy header of one archive member; only the header is inflated."""
+    if not info.filename.endswith(".npy"):
+        raise UsageError(f"{where} is not an .npy array")
+    if info.flag_bits & 0x1:
+        raise UsageError(f"{where} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise UsageError(f"{where} uses compression method {info.compress_type}; "
+                         "only stored and deflate members are read")
+    if (info.file_size > _BOMB_MIN_BYTES
+            and info.file_size > _MAX_INFLATION * max(info.compress_size, 1)):
+        raise UsageError(f"{where} inflates {info.compress_size} bytes to "
+                         f"{info.file_size} (a zip bomb?); refused")
+    _check_local_header(raw, info, where)
+    with archive.open(info) as stream:
+        header = read_npy_header(stream, where)
+    if header.data_offset + header.nbytes != info.file_size:
+        raise UsageError(f"{where}: header declares {header.nbytes} bytes of data "
+                         f"for shape {header.shape}, the member holds "
+                         f"{info.file_size - header.data_offset} (corrupt archive)")
+    return header
+
+
 def open_npz(path: str, role: str) -> Dict[str, NpyHeader]:
     """Validate every member of an .npz archive without inflating more than its headers.
 
     Returns the arrays' headers by name (the member name without ``.npy``).  Refused: non-zip
     files, encrypted members, compression methods other than stored/deflate, members that are
-    not .npy arrays, duplicate names, headers inconsistent with the member's size, zip bombs.
+    not .npy arrays, duplicate names, headers inconsistent with the member's size or with the
+    central directory, zip bombs.
     """
     headers: Dict[str, NpyHeader] = {}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open(path, "rb") as raw, zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                if info.is_dir():
-                    continue
+                if info.is_dir() and info.file_size == 0:
+                    continue  # a directory entry holds no data
                 where = _member_where(role, path, info.filename)
-                if not info.filename.endswith(".npy"):
-                    raise UsageError(f"{where} is not an .npy array")
-                name = info.filename[:-4]
-                if name in headers:
+                try:
+                    header = _member_header(archive, raw, info, where)
+                except UsageError:
+                    raise
+                except _ZIP_ERRORS as exc:
+                    raise UsageError(f"{where}: cannot read: {_one_line(exc)}") from None
+                if info.filename[:-4] in headers:
                     raise UsageError(f"{where} appears twice in the archive")
-                if info.flag_bits & 0x1:
-                    raise UsageError(f"{where} is encrypted")
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise UsageError(f"{where} uses compression method {info.compress_type}; "
-                                     "only stored and deflate members are read")
-                if (info.file_size > _BOMB_MIN_BYTES
-                        and info.file_size > _MAX_INFLATION * max(info.compress_size, 1)):
-                    raise UsageError(f"{where} inflates {info.compress_size} bytes to "
-                                     f"{info.file_size} (a zip bomb?); refused")
-                with archive.open(info) as stream:
-                    header = read_npy_header(stream, where)
-                if header.data_offset + header.nbytes != info.file_size:
-                    raise UsageError(f"{where}: header declares {header.nbytes} bytes of data "
-                                     f"for shape {header.shape}, the member holds "
-                                     f"{info.file_size - header.data_offset} (corrupt archive)")
-                headers[name] = header
+                headers[info.filename[:-4]] = header
     except UsageError:
         raise
     except _ZIP_ERRORS as exc:

@@ -246,9 +246,10 @@ def _factorize(info: MatrixInput, plan: RSVDPlan, backend: str, name: str = "A")
         U, S, Vh, mean, err, _ = result
         S, mean = rescale.unscale(S, mean, scale)
         if not (_all_finite(S) and _all_finite(mean)):
-            raise ValueError(f"{name} (shape {info.shape}) has singular values beyond the range "
-                             "of its dtype (its entries are near the dtype's maximum); rescale "
-                             "it, or pass it as float64")
+            advice = "" if dtype == np.float64 else ", or pass it as float64"
+            raise ValueError(f"{name} (shape {info.shape}) has singular values beyond the "
+                             f"{dtype} range (its entries are near the dtype's maximum); "
+                             f"rescale it{advice}")
     else:
         U, S, Vh, mean, err, _ = result
     if plan.adaptive and err > plan.tol:

@@ -54,6 +54,22 @@ def as_matrix(W: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a dense numpy array or torch tensor, got {type(W).__name__}")
 
 
+# |entries| between which LAPACK's SVD and the squares taken by the analyses are safe in
+# float64 (far inside its range: 2**-511 .. 2**511 squares to 2**-1022 .. 2**1022).
+_SAFE_LOW, _SAFE_HIGH = 2.0**-450, 2.0**450
+
+
+def power_of_two_scaled(A: np.ndarray) -> Tuple[np.ndarray, int]:
+    """``(A * 2**-e, e)`` with the largest |entry| brought near 1 when it lies outside the
+    safe range (``e = 0`` and ``A`` itself otherwise).  Scaling by a power of two is exact,
+    so singular vectors are unchanged and singular values scale back exactly."""
+    amax = float(np.abs(A).max()) if A.size else 0.0
+    if amax == 0.0 or _SAFE_LOW <= amax <= _SAFE_HIGH:
+        return A, 0
+    exponent = int(np.frexp(amax)[1])
+    return np.ldexp(A, -exponent), exponent
+
+
 def rounding_unit(W: Any) -> float:
     """Machine epsilon of W's own dtype (a float32 weight is only float32-accurate)."""
     if torch is not None and isinstance(W, torch.Tensor):

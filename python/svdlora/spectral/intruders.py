@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from .._checks import check_int, check_real
-from ._inputs import as_matrix, rounding_unit
+from ._inputs import as_matrix, power_of_two_scaled, rounding_unit
 
 
 class IntruderReport(NamedTuple):
@@ -67,6 +67,9 @@ def intruder_report(W0: Any, W1: Any, k: int = 10, eps: float = 0.5, *,
     reference_rank = k if reference_rank is None else reference_rank
     reference_rank = check_int(reference_rank, "reference_rank", minimum=1, maximum=short)
     eps = check_real(eps, "eps", low=0.0, high=1.0, low_open=True)
+    # Everything below is invariant under scaling each matrix by its own constant, so entries
+    # near float64's limits are brought into range first (exactly, by powers of two).
+    A0, A1 = power_of_two_scaled(A0)[0], power_of_two_scaled(A1)[0]
     U0 = np.linalg.svd(A0, full_matrices=False)[0]
     U1, S1, _ = np.linalg.svd(A1, full_matrices=False)
     U1, S1 = U1[:, :k], S1[:k]

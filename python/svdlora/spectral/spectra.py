@@ -9,16 +9,11 @@ import numpy as np
 
 from .._checks import check_int
 from ..linalg.truncated_svd import rsvd
-from ._inputs import as_matrix, as_vector
+from ._inputs import as_matrix, as_vector, power_of_two_scaled
 
 # Below this short side, a full SVD is cheaper than a randomized one for the top vectors.
 _FULL_SVD_BELOW = 256
 
-
-
-# |entries| between which LAPACK's SVD and the squares taken by the analyses are safe in
-# float64 (far inside its range: 2**-511 .. 2**511 squares to 2**-1022 .. 2**1022).
-_SAFE_LOW, _SAFE_HIGH = 2.0**-450, 2.0**450
 
 
 def singular_values(W: Any) -> np.ndarray:
@@ -28,16 +23,14 @@ def singular_values(W: Any) -> np.ndarray:
     (exact); a ``ValueError`` says so if the singular values themselves exceed float64.
     """
     A = as_matrix(W, "W")
-    amax = float(np.abs(A).max())
-    if amax == 0.0 or _SAFE_LOW <= amax <= _SAFE_HIGH:
-        return np.linalg.svd(A, compute_uv=False)
-    exponent = int(np.frexp(amax)[1])
-    S = np.linalg.svd(np.ldexp(A, -exponent), compute_uv=False)
-    with np.errstate(over="ignore"):
-        S = np.ldexp(S, exponent)
+    scaled, exponent = power_of_two_scaled(A)
+    S = np.linalg.svd(scaled, compute_uv=False)
+    if exponent:
+        with np.errstate(over="ignore"):
+            S = np.ldexp(S, exponent)
     if not np.isfinite(S).all():
         raise ValueError(f"W (shape {A.shape}) has singular values beyond the float64 range "
-                         f"(largest |entry| {amax:.3g}); rescale it")
+                         f"(largest |entry| {float(np.abs(A).max()):.3g}); rescale it")
     return S
 
 
