@@ -221,3 +221,66 @@ def test_save_of_a_compiled_model_loads_into_a_fresh_one(tmp_path):
     svdlora.load_adapter(again, str(tmp_path))
     with torch.no_grad():
         assert torch.equal(again(x), expected)
+
+
+def _rewrite_safetensors_header(path, edit) -> None:
+    """Apply ``edit`` to the JSON header of a safetensors file, keeping its data bytes."""
+    import struct
+    raw = path.read_bytes()
+    (length,) = struct.unpack_from("<Q", raw)
+    header = json.loads(raw[8:8 + length])
+    edit(header)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw[8 + length:])
+
+
+def _nested(depth: int) -> str:
+    return '{"format": "svdlora-adapter", "version": 2, "layers": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("damage, match", [
+    # the config declares sizes no model here has: refused by the shape check, nothing built
+    ("config_features", "model has 20->32, adapter expects 1099511627776->32"),
+    ("config_rank", "malformed"),
+    # the tensor file declares 2**40 elements (or a byte count past int64) in a tiny file:
+    # refused when its header is read, before any tensor is materialised
+    ("header_huge_shape", "unreadable safetensors file"),
+    ("header_overflowing_shape", "unreadable safetensors file"),
+    # the tensor's bytes and header agree, but not with what the config expects
+    ("header_other_shape", "shape"),
+    ("config_nested", "nested too deeply"),
+    ("config_oversized", "larger than"),
+])
+def test_damaged_adapter_files_are_refused_and_the_model_is_unchanged(tmp_path, damage, match):
+    model = mlp()
+    svdlora.convert(model, rank=5, inner_rank=2, progress=False)
+    svdlora.save_adapter(model, tmp_path / "ad")
+    cfg_path = tmp_path / "ad" / "adapter_config.json"
+    st_path = tmp_path / "ad" / "adapter.safetensors"
+    cfg = json.loads(cfg_path.read_text())
+    if damage == "config_features":
+        cfg["layers"]["0"]["in_features"] = 2**40
+    elif damage == "config_rank":
+        cfg["layers"]["4"]["config"]["rank"] = 2**40
+    elif damage == "header_huge_shape":
+        _rewrite_safetensors_header(st_path, lambda h: h["4.U"].update(shape=[2**20, 2**20]))
+    elif damage == "header_overflowing_shape":
+        _rewrite_safetensors_header(st_path, lambda h: h["4.U"].update(shape=[2**62, 4]))
+    elif damage == "header_other_shape":
+        # 4.U is (25, 5); declare (5, 25): same bytes, so the file itself is consistent
+        _rewrite_safetensors_header(st_path, lambda h: h["4.U"].update(shape=[5, 25]))
+    if damage == "config_nested":
+        cfg_path.write_text(_nested(100_000))
+    elif damage == "config_oversized":
+        with open(cfg_path, "r+b") as f:  # sparse: 65 MiB declared, nothing written
+            f.truncate(65 * 2**20)
+    else:
+        cfg_path.write_text(json.dumps(cfg))
+    fresh = mlp()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        svdlora.load_adapter(fresh, tmp_path / "ad")
+    assert all(type(fresh[i]) is nn.Linear for i in (0, 2, 4))
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+    assert all(p.requires_grad for p in fresh.parameters())

@@ -76,7 +76,8 @@ def scaled_input(info: MatrixInput, name: str) -> Optional[Tuple[MatrixInput, An
 def unscale(S: Any, mean: Any, scale: Any) -> Tuple[Any, Any]:
     """Singular values and column means of ``A`` from those of ``A / scale``."""
     if isinstance(scale, (float, int)):
-        return S * scale, (None if mean is None else mean * scale)
+        with np.errstate(over="ignore"):  # the caller checks the result for overflow
+            return S * scale, (None if mean is None else mean * scale)
     if torch is not None and isinstance(S, torch.Tensor):
         factor = torch.as_tensor(scale, dtype=torch.float64, device=S.device)
         column = factor.squeeze(-1)  # batch + (1,)
@@ -85,7 +86,8 @@ def unscale(S: Any, mean: Any, scale: Any) -> Tuple[Any, Any]:
             mean = (mean.to(torch.float64) * column).to(mean.dtype)
         return S, mean
     column = np.asarray(scale).squeeze(-1)
-    S = (S.astype(np.float64) * column).astype(S.dtype)
-    if mean is not None:
-        mean = (mean.astype(np.float64) * column).astype(mean.dtype)
+    with np.errstate(over="ignore"):  # the caller checks the result for overflow
+        S = (S.astype(np.float64) * column).astype(S.dtype)
+        if mean is not None:
+            mean = (mean.astype(np.float64) * column).astype(mean.dtype)
     return S, mean
