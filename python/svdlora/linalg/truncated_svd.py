@@ -99,12 +99,18 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         ``A`` of an unsupported type or dtype (integer, complex), non-integer ``rank`` etc.
     ValueError
         Wrong shape, empty ``A``, NaN/Inf in ``A``, ``rank`` outside ``[1, min(m, n)]``,
-        ``tol`` outside (0, 1) or with batched ``A``, unknown ``backend``.
+        ``tol`` outside (0, 1) or with batched ``A``, unknown ``backend``; singular values
+        beyond the range of the compute dtype (entries near its maximum; smaller extremes
+        are handled, see Notes).
     svdlora.MissingExtensionError
         A torch tensor (or ``backend="compiled"``) in an install without the compiled core.
 
     Notes
     -----
+    Entries so large that their squares overflow (or so small that they underflow) are
+    factorised through an exact power-of-two rescaling of each matrix, so such input gives
+    the same factors as if the arithmetic had the range.
+
     Halko, Martinsson & Tropp (2011), "Finding structure with randomness", Alg. 4.4 with
     orthonormalisation after every product (subspace iteration)::
 
