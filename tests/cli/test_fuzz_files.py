@@ -35,17 +35,29 @@ def command_argv(command: str, path: str, out_dir: str, run_id: str):
     return ["compare", path, path, "--k", "1"]
 
 
-def run_driver(runs, tmp_path):
-    """Results of the driver's forked runs, by run id."""
-    spec = tmp_path / "runs.json"
-    spec.write_text(json.dumps(runs))
+@pytest.fixture(scope="module")
+def driver():
+    """One fuzz driver for the module: it imports svdlora once and forks a child per run."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, DRIVER, str(spec)], capture_output=True, text=True,
-                          timeout=1800, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == len(runs), proc.stderr[-3000:]
-    return {r["id"]: r for r in results}
+    proc = subprocess.Popen([sys.executable, DRIVER, "--serve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    yield proc
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
+
+
+def run_driver(driver, runs):
+    """Results of the driver's forked runs, by run id."""
+    driver.stdin.write(json.dumps(runs) + "\n")
+    driver.stdin.flush()
+    results = {}
+    for _ in runs:
+        line = driver.stdout.readline()
+        assert line.startswith("{"), f"fuzz driver died after {len(results)} runs: {line!r}"
+        result = json.loads(line)
+        results[result["id"]] = result
+    assert sorted(results) == sorted(run["id"] for run in runs)
+    return results
 
 
 def assert_clean_exit(result, command: str) -> None:
@@ -86,7 +98,7 @@ def assert_correct_spectrum(case, json_path: str) -> None:
         np.testing.assert_allclose(S_got, S_want, rtol=1e-10, atol=1e-12 * S_want[0])
 
 
-def test_fuzz_corpus_through_three_commands(tmp_path):
+def test_fuzz_corpus_through_three_commands(driver, tmp_path):
     cases = mf.generate_cases(seed=0)
     written = mf.write_cases(cases, tmp_path / "cases")
     out_dir = tmp_path / "out"
@@ -97,7 +109,7 @@ def test_fuzz_corpus_through_three_commands(tmp_path):
             run_id = f"{case.name}:{command}"
             runs.append({"id": run_id, "argv": command_argv(command, path, str(out_dir), run_id)})
             meta[run_id] = (case, command)
-    results = run_driver(runs, tmp_path)
+    results = run_driver(driver, runs)
     failures, verified = [], 0
     for run_id, result in results.items():
         case, command = meta[run_id]
@@ -137,11 +149,11 @@ def _matrix_npy(shape=(6, 4), seed=0) -> bytes:
     return mf.npy_bytes(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
 
 
-def _run_named(tmp_path, suffix: str, data: bytes, commands=COMMANDS):
+def _run_named(driver, tmp_path, suffix: str, data: bytes, commands=COMMANDS):
     path = tmp_path / f"case{suffix}"
     path.write_bytes(data)
     runs = [{"id": c, "argv": command_argv(c, str(path), str(tmp_path), c)} for c in commands]
-    results = run_driver(runs, tmp_path)
+    results = run_driver(driver, runs)
     for command in commands:
         assert_clean_exit(results[command], command)
     return results
@@ -153,77 +165,77 @@ def _assert_error(results, fragment: str) -> None:
         assert fragment in result["stderr"], (command, result["stderr"])
 
 
-def test_npz_member_that_is_not_npy(tmp_path):
+def test_npz_member_that_is_not_npy(driver, tmp_path):
     data = _npz_with([("w.npy", _matrix_npy()), ("readme.txt", b"hello")])
-    _assert_error(_run_named(tmp_path, ".npz", data), "'readme.txt' is not an .npy array")
+    _assert_error(_run_named(driver, tmp_path, ".npz", data), "'readme.txt' is not an .npy array")
 
 
-def test_npz_with_only_non_npy_members(tmp_path):
+def test_npz_with_only_non_npy_members(driver, tmp_path):
     data = _npz_with([("notes.txt", b"x" * 10), ("sub/", b"")])
-    _assert_error(_run_named(tmp_path, ".npz", data), "is not an .npy array")
+    _assert_error(_run_named(driver, tmp_path, ".npz", data), "is not an .npy array")
 
 
-def test_npz_directory_entry_is_skipped(tmp_path):
+def test_npz_directory_entry_is_skipped(driver, tmp_path):
     data = _npz_with([("sub/", b""), ("w.npy", _matrix_npy())])
-    results = _run_named(tmp_path, ".npz", data)
+    results = _run_named(driver, tmp_path, ".npz", data)
     assert all(r["exit"] == 0 for r in results.values()), results
 
 
-def test_npy_renamed_npz(tmp_path):
-    _assert_error(_run_named(tmp_path, ".npz", _matrix_npy()), "cannot read")
+def test_npy_renamed_npz(driver, tmp_path):
+    _assert_error(_run_named(driver, tmp_path, ".npz", _matrix_npy()), "cannot read")
 
 
-def test_npz_member_with_corrupt_deflate_data(tmp_path):
+def test_npz_member_with_corrupt_deflate_data(driver, tmp_path):
     data = bytearray(_npz_with([("w.npy", _matrix_npy((64, 64)))]))
     start = mf._zip_data_offset(bytes(data)) + 40
     data[start:start + 24] = bytes(24)
-    _assert_error(_run_named(tmp_path, ".npz", bytes(data)), "member 'w.npy'")
+    _assert_error(_run_named(driver, tmp_path, ".npz", bytes(data)), "member 'w.npy'")
 
 
-def test_npz_member_with_bad_crc(tmp_path):
+def test_npz_member_with_bad_crc(driver, tmp_path):
     data = _npz_with([("w.npy", _matrix_npy())], zipfile.ZIP_STORED)
     data = mf.zip_patch(data, "crc", lambda v: v ^ 0xFFFF)
-    _assert_error(_run_named(tmp_path, ".npz", data), "member 'w.npy'")
+    _assert_error(_run_named(driver, tmp_path, ".npz", data), "member 'w.npy'")
 
 
-def test_npz_encrypted_member(tmp_path):
+def test_npz_encrypted_member(driver, tmp_path):
     data = mf.zip_patch(_npz_with([("w.npy", _matrix_npy())]), "flags", lambda v: v | 0x1)
-    _assert_error(_run_named(tmp_path, ".npz", data), "is encrypted")
+    _assert_error(_run_named(driver, tmp_path, ".npz", data), "is encrypted")
 
 
-def test_npz_unsupported_compression_method(tmp_path):
+def test_npz_unsupported_compression_method(driver, tmp_path):
     data = mf.zip_patch(_npz_with([("w.npy", _matrix_npy())]), "method", lambda v: 99)
-    _assert_error(_run_named(tmp_path, ".npz", data), "compression method")
+    _assert_error(_run_named(driver, tmp_path, ".npz", data), "compression method")
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])
-def test_header_declaring_2_to_the_40_elements_in_a_tiny_file(tmp_path, suffix):
+def test_header_declaring_2_to_the_40_elements_in_a_tiny_file(driver, tmp_path, suffix):
     header = mf.npy_header("<f4", False, (2**20, 2**20))
     npy = header + bytes(64)
     data = npy if suffix == ".npy" else _npz_with([("w.npy", npy)])
-    results = _run_named(tmp_path, suffix, data)
+    results = _run_named(driver, tmp_path, suffix, data)
     _assert_error(results, "header declares")
     assert all(r["peak_extra_mb"] < 50 for r in results.values()), results
 
 
-def test_npz_zip_bomb(tmp_path):
+def test_npz_zip_bomb(driver, tmp_path):
     data = mf.zip_bomb((8192, 8192))  # 256 MB of float32 zeros in a few hundred KB
     assert len(data) < 2**20
-    results = _run_named(tmp_path, ".npz", data)
+    results = _run_named(driver, tmp_path, ".npz", data)
     _assert_error(results, "zip bomb")
     assert all(r["peak_extra_mb"] < 50 for r in results.values()), results
 
 
-def test_float64_entries_near_the_maximum(tmp_path):
+def test_float64_entries_near_the_maximum(driver, tmp_path):
     rng = np.random.default_rng(7)
     B = rng.standard_normal((40, 30))
     # Entries of 1e300: squares overflow, singular values do not: every command works.
-    results = _run_named(tmp_path, ".npy", mf.npy_bytes(1e300 * B))
+    results = _run_named(driver, tmp_path, ".npy", mf.npy_bytes(1e300 * B))
     assert all(r["exit"] == 0 for r in results.values()), results
     # Entries near float64's maximum: the singular values themselves exceed the range, so
     # spectrum and svd refuse with a reason ...
     huge = 0.5 * np.finfo(np.float64).max * rng.uniform(-1, 1, (40, 30))
-    results = _run_named(tmp_path, ".npy", mf.npy_bytes(huge), ("spectrum", "svd"))
+    results = _run_named(driver, tmp_path, ".npy", mf.npy_bytes(huge), ("spectrum", "svd"))
     _assert_error(results, "beyond the float64 range")
     # ... while compare, whose cosines and ratios are scale-free, gives the exact answer for
     # a matrix against itself: every vector matched, no change.
