@@ -6,6 +6,17 @@ import pytest
 
 from helpers import DEVICES, HAS_COMPILED
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # hypothesis is a test dependency; its tests skip without it
+    _hypothesis_settings = None
+else:
+    # Property tests draw the same examples on every machine and in every run (derived from
+    # each test's own definition), so CI cannot turn red on a draw no one can reproduce;
+    # counterexamples found while exploring become explicit regression tests.
+    _hypothesis_settings.register_profile("svdlora", derandomize=True, database=None)
+    _hypothesis_settings.load_profile("svdlora")
+
 
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:

@@ -143,7 +143,7 @@ class RSVDPlan:
 def _krylov_fits(rank: int, block: int, short: int) -> int:
     """Largest pass count whose bases (``floor(P/2) + 1`` blocks of ``block`` on the wider
     side) fit in the short side, or 0 when not even a ``rank``-column basis fits."""
-    most = 2 * (short // block - 1)
+    most = 2 * (short // block) - 1  # floor(P/2) + 1 <= short // block
     least = 2 * (-(-rank // block)) - 1
     return most if most >= least else 0
 
