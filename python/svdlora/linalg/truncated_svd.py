@@ -19,6 +19,7 @@ from .._extension import require_compiled, torch
 from . import backends, pass_counter, rescale
 from .backends import numpy_backend
 from .backends.linear_maps import input_compute_dtype
+from .input_dtype import as_floating, check_compute_dtype
 from .plan import DEFAULT_OVERSAMPLE, METHODS, RSVDPlan, make_plan
 from .results import PCAResult, SVDResult
 from .sketch import resolve_seed
@@ -35,7 +36,7 @@ class ToleranceWarning(UserWarning):
 def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Optional[int] = None,
          tol: Optional[float] = None, seed: Optional[int] = None,
          block_size: Optional[int] = None, method: str = "auto",
-         backend: str = "auto") -> SVDResult:
+         backend: str = "auto", dtype: Any = None) -> SVDResult:
     """Randomized truncated SVD ``A ≈ U @ diag(S) @ Vh``.
 
     Parameters
@@ -45,7 +46,9 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         call), a 2-D ``scipy.sparse`` matrix, a 2-D torch sparse COO/CSR tensor, or any object
         with ``shape``, ``matmat`` and ``rmatmat`` (e.g. ``scipy.sparse.linalg.LinearOperator``).
         torch float16/bfloat16 inputs are read in their own dtype and computed in float32;
-        no float32 copy of ``A`` is made.
+        no float32 copy of ``A`` is made.  Integer and boolean input (e.g. the sparse count
+        matrix of ``CountVectorizer``) is computed in float64, or in ``dtype``; sparse input
+        is converted as sparse, never densified.  Complex input is a ``TypeError``.
     rank : int
         Target rank ``k``, ``1 <= k <= min(m, n)``.  With ``tol`` it is the maximum rank.
     oversample : int, default 10
@@ -83,6 +86,11 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         the numpy implementation otherwise.  "cusolver_gesvdr" runs cuSOLVER's own randomized
         SVD (``cusolverDnXgesvdr``, its own random sketch, no sign convention) on a 2-D
         float32/float64 CUDA tensor: a peer for benchmarks, not a recommendation.
+    dtype : {None, "float32", "float64"} or the numpy/torch dtype, default None
+        The dtype to compute in and return.  None: float64 for float64 and integer/boolean
+        input, float32 for float32/float16/bfloat16.  Another choice converts ``A`` first
+        (a copy; sparse input stays sparse), except that float16/bfloat16 tensors are read
+        in place for float32.
 
     Returns
     -------
@@ -137,7 +145,7 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     a noise bulk plus spikes) in float32 and float64 for ranks 1-256; a smaller ``n_iter``
     trades accuracy for speed.
     """
-    info = check_matrix(A, "A")
+    info = check_matrix(as_floating(A, check_compute_dtype(dtype)), "A")
     rank = check_rank(rank, info)
     oversample = check_int(oversample, "oversample", minimum=0)
     n_iter = check_optional_int(n_iter, "n_iter", minimum=0)
@@ -159,7 +167,7 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
 
 def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVERSAMPLE,
         n_iter: Optional[int] = None, seed: Optional[int] = None, method: str = "auto",
-        backend: str = "auto") -> PCAResult:
+        backend: str = "auto", dtype: Any = None) -> PCAResult:
     """Principal component analysis by randomized SVD of the column-centred data.
 
     Parameters
@@ -175,6 +183,8 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
         As in :func:`rsvd`.
     backend : {"auto", "compiled", "numpy"}
         As in :func:`rsvd` (cuSOLVER's ``gesvdr`` peer cannot centre).
+    dtype : {None, "float32", "float64"}, default None
+        As in :func:`rsvd` (integer and boolean data compute in float64 by default).
 
     Returns
     -------
@@ -193,7 +203,7 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     The centred matrix ``X - 1 μᵀ`` is applied as ``X v - 1 (μᵀ v)`` and
     ``Xᵀ u - μ (1ᵀ u)``, so the cost equals that of :func:`rsvd` on ``X``.
     """
-    info = check_matrix(X, "X")
+    info = check_matrix(as_floating(X, check_compute_dtype(dtype)), "X")
     rank = check_rank(rank, info)
     center = check_bool(center, "center")
     oversample = check_int(oversample, "oversample", minimum=0)

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._checks import DENSE_NUMPY, DENSE_TORCH, check_int, check_matrix, check_real
 from .._extension import torch
+from ..linalg.input_dtype import as_floating
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -46,6 +47,8 @@ def as_matrix(W: Any, name: str) -> np.ndarray:
     Torch tensors may live on any device (CUDA included, whether or not svdlora was built
     with CUDA): the spectral functions copy them to the host and need no device kernels.
     """
+    # integer/boolean matrices (counts, masks) are analysed as float64, as rsvd does
+    W = as_floating(W, None)
     info = check_matrix(W, name, allow_batch=False, need_kernels=False)
     if info.kind == DENSE_TORCH:
         return W.detach().to("cpu", torch.float64).numpy()
