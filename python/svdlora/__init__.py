@@ -33,7 +33,16 @@ _TORCH_API = ("SVDLoRAConfig", "SVDLoRALinear", "convert", "merge", "count_param
               "buffer_cache_info", "set_buffer_cache_limit", "empty_buffer_cache")
 
 
+# scikit-learn estimators: imported on first use (scikit-learn is an optional dependency,
+# `svdlora[sklearn]`; without it, touching these raises an ImportError naming the extra).
+_SKLEARN_API = ("TruncatedSVD", "PCA")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SKLEARN_API:
+        value = getattr(importlib.import_module(".linalg.estimators", __name__), name)
+        globals()[name] = value
+        return value
     if name in _TORCH_API:
         value = getattr(importlib.import_module(".adapters", __name__), name)
         globals()[name] = value
@@ -42,9 +51,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_TORCH_API if HAS_TORCH else ()))
+    return sorted(set(globals()) | set(_SKLEARN_API) | set(_TORCH_API if HAS_TORCH else ()))
 
 
 __all__ = ["rsvd", "rsvd_many", "pca", "spectral", "SVDResult", "PCAResult", "ToleranceWarning",
-           "build_info", "MissingExtensionError", "__version__",
+           "build_info", "MissingExtensionError", "__version__", "TruncatedSVD", "PCA",
            *(_TORCH_API if HAS_TORCH else ())]
