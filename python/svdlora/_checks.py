@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional, Tuple
 
@@ -127,6 +128,14 @@ def is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def is_dtensor(x: Any) -> bool:
+    """Whether ``x`` is a ``torch.distributed.tensor.DTensor`` (a shard of a tensor spread
+    over processes, as FSDP2's ``fully_shard`` makes of parameters).  No DTensor can exist
+    before its module is imported, so this never imports it."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(x, getattr(module, "DTensor", ()))
+
+
 def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = True,
                  need_kernels: bool = True) -> MatrixInput:
     """Classify ``A`` and reject wrong types, shapes, dtypes, empty input and NaN/Inf.
@@ -134,6 +143,9 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = True,
     ``need_kernels=False`` accepts torch tensors on any device (for callers that copy them
     to the host themselves, such as :mod:`svdlora.spectral`).
     """
+    if is_dtensor(A):
+        raise TypeError(f"{name} is a DTensor (sharded over processes); gather it with "
+                        f"{name}.full_tensor() first, or factorise a local matrix")
     if is_torch_tensor(A):
         if A.layout in (torch.sparse_coo, torch.sparse_csr):
             info = MatrixInput(SPARSE_TORCH, A, tuple(A.shape))

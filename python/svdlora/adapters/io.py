@@ -23,7 +23,8 @@ from .adapter_file import AdapterTensors
 from ._module_tree import set_submodule, unchanged_on_error
 from .config import SVDLoRAConfig
 from .layer import SVDLoRALinear
-from .linear_like import LINEAR_LIKE_NAMES, features, is_linear_like, unwrap_compiled
+from .linear_like import (LINEAR_LIKE_NAMES, features, is_linear_like, refuse_sharded,
+                          unwrap_compiled)
 from .model import freeze_all_but_adapters
 
 __all__ = ["save_adapter", "load_adapter", "export_peft", "ADAPTER_FILE", "CONFIG_FILE"]
@@ -220,6 +221,7 @@ def _prepare_layer(name: str, config: SVDLoRAConfig, shape: Tuple[int, int], mod
     if not (isinstance(module, SVDLoRALinear) or is_linear_like(module)):
         raise ValueError(f"adapter layer {name!r} not found as {LINEAR_LIKE_NAMES} in the model "
                          "(wrong architecture?)")
+    refuse_sharded(name, module)
     K, D = shape
     have = features(module)
     if have != (K, D):

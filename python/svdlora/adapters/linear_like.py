@@ -8,6 +8,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from .._checks import is_dtensor
+
 __all__ = ["is_conv1d", "is_linear_like", "dense_weight", "bias_of", "features",
            "LINEAR_LIKE_NAMES", "unwrap_compiled"]
 
@@ -37,6 +39,16 @@ def features(module: nn.Module) -> Tuple[int, int]:
         K, D = module.weight.shape
         return int(K), int(D)
     return int(module.in_features), int(module.out_features)
+
+
+def refuse_sharded(name: str, module: nn.Module) -> None:
+    """A layer whose weight is sharded (FSDP2's ``fully_shard`` makes DTensors of it) cannot
+    be converted in place: its SVD needs the whole matrix, and the new factors would need
+    sharding by the same plan.  Converting first and sharding the converted model works."""
+    if is_dtensor(getattr(module, "weight", None)):
+        raise ValueError(f"layer {name!r} has a sharded weight (a DTensor, e.g. from FSDP2's "
+                         "fully_shard); apply svdlora.convert / load_adapter to the unsharded "
+                         "model first, then shard the converted model")
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:

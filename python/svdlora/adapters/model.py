@@ -14,7 +14,8 @@ from ._module_tree import set_submodule, unchanged_on_error
 from .config import ALL_LINEAR, SVDLoRAConfig, Targets, _check_targets, select_modules
 from .factors import truncated_factors
 from .layer import SVDLoRALinear
-from .linear_like import LINEAR_LIKE_NAMES, dense_weight, features, is_linear_like, unwrap_compiled
+from .linear_like import (LINEAR_LIKE_NAMES, dense_weight, features, is_linear_like, refuse_sharded,
+                          unwrap_compiled)
 
 __all__ = ["convert", "merge", "count_parameters", "find_targets", "freeze_all_but_adapters",
            "TRAINABLE_NAMES"]
@@ -143,6 +144,7 @@ def convert(model: nn.Module, rank: Any = None, inner_rank: Optional[int] = None
     outer, model = model, unwrap_compiled(model)
     targets = find_targets(model, config.target_modules)
     for name, lin in targets:  # validate everything before touching the model
+        refuse_sharded(name, lin)
         K, D = features(lin)
         try:
             config.layer_ranks(K, D)
