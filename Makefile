@@ -43,7 +43,7 @@ test-cuda-build:
 	  SKBUILD_BUILD_DIR=build/cuda scripts/setup.sh .venv-cuda
 	.venv-cuda/bin/python -c "import svdlora, sys; info = svdlora.build_info(); \
 	  sys.exit(0 if info['cuda'] else 'CUDA build expected: %s' % info)"
-	scripts/run_tests.sh .venv-cuda tests
+	scripts/run_tests.sh .venv-cuda tests -m "not heavy"
 	if [ -d dist/.venv-wheel ]; then scripts/check_torch_mismatch.sh .venv-cuda dist/.venv-wheel; fi
 
 ## CPU benchmarks (rsvd against torch.svd_lowrank / scikit-learn, the adapter against its

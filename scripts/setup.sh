@@ -17,7 +17,7 @@ $PIP install -q --upgrade pip
 # Build tools must be present up front: the package is built with --no-build-isolation so
 # that the compiled core links against the torch installed here.
 $PIP install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" ninja numpy \
-    pytest scipy scikit-learn hypothesis tqdm
+    pytest scipy scikit-learn hypothesis tqdm "dask[array]" distributed
 if [ "$WITH_TORCH" = 1 ]; then
   $PIP install -q "$TORCH_SPEC"
   # adapter I/O and its tests: safetensors, the real peft and transformers packages

@@ -28,6 +28,7 @@ DENSE_TORCH = "torch"
 SPARSE_TORCH = "torch_sparse"
 SPARSE_SCIPY = "scipy_sparse"
 OPERATOR = "operator"
+DASK = "dask"
 
 
 # --------------------------------------------------------------------------- scalars
@@ -136,6 +137,26 @@ def is_dtensor(x: Any) -> bool:
     return module is not None and isinstance(x, getattr(module, "DTensor", ()))
 
 
+def is_dask_array(x: Any) -> bool:
+    """Whether ``x`` is a ``dask.array.Array`` (never imports dask)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(x, getattr(module, "Array", ()))
+
+
+def _check_dask(A: Any, name: str) -> MatrixInput:
+    """Shape, chunks and dtype of a dask array, from its metadata alone (no task runs; its
+    values are checked for NaN/Inf through the first product, as for an operator)."""
+    if A.ndim != 2:
+        raise ValueError(f"{name} must have shape (m, n), got a {A.ndim}-D dask array of shape {A.shape}")
+    if any(math.isnan(c) for dim in A.chunks for c in dim):
+        raise ValueError(f"{name} has unknown chunk sizes (NaN in its chunks, e.g. after "
+                         f"boolean indexing); call {name}.compute_chunk_sizes() first")
+    info = MatrixInput(DASK, A, tuple(int(s) for s in A.shape))
+    _check_shape(info, name, allow_batch=False)
+    _check_numpy_dtype(np.dtype(A.dtype), name)
+    return info
+
+
 def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = True,
                  need_kernels: bool = True) -> MatrixInput:
     """Classify ``A`` and reject wrong types, shapes, dtypes, empty input and NaN/Inf.
@@ -143,6 +164,8 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = True,
     ``need_kernels=False`` accepts torch tensors on any device (for callers that copy them
     to the host themselves, such as :mod:`svdlora.spectral`).
     """
+    if is_dask_array(A):
+        return _check_dask(A, name)
     if is_dtensor(A):
         raise TypeError(f"{name} is a DTensor (sharded over processes); gather it with "
                         f"{name}.full_tensor() first, or factorise a local matrix")
@@ -183,7 +206,7 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = True,
     if isinstance(A, (list, tuple)):
         raise TypeError(f"{name} must be an array, not a {type(A).__name__}; wrap it with numpy.asarray")
     raise TypeError(
-        f"{name} must be a numpy array, torch tensor, scipy.sparse matrix or an object with "
+        f"{name} must be a numpy array, torch tensor, scipy.sparse matrix, dask array or an object with "
         f"shape/matmat/rmatmat (e.g. scipy.sparse.linalg.LinearOperator); got {type(A).__name__}")
 
 

@@ -98,6 +98,7 @@ def assert_correct_spectrum(case, json_path: str) -> None:
         np.testing.assert_allclose(S_got, S_want, rtol=1e-10, atol=1e-12 * S_want[0])
 
 
+@pytest.mark.heavy
 def test_fuzz_corpus_through_three_commands(driver, tmp_path):
     cases = mf.generate_cases(seed=0)
     written = mf.write_cases(cases, tmp_path / "cases")

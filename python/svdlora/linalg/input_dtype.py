@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._checks import is_torch_tensor
+from .._checks import is_dask_array, is_torch_tensor
 from .._extension import torch
 
 try:
@@ -64,7 +64,7 @@ def as_floating(A: Any, dtype: Optional[np.dtype]) -> Any:
         if discrete or target != natural:
             return A.to(torch.float64 if target == np.float64 else torch.float32)
         return A
-    is_array = isinstance(A, np.ndarray)
+    is_array = isinstance(A, np.ndarray) or is_dask_array(A)  # dask's astype is lazy, per chunk
     is_sparse = _scipy_sparse is not None and _scipy_sparse.issparse(A)
     if not (is_array or is_sparse):
         return _retyped_operator(A, dtype)

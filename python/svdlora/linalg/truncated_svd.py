@@ -43,8 +43,11 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     ----------
     A : array_like, shape (..., m, n)
         A dense numpy array or torch tensor (leading batch dimensions are factorised in one
-        call), a 2-D ``scipy.sparse`` matrix, a 2-D torch sparse COO/CSR tensor, or any object
-        with ``shape``, ``matmat`` and ``rmatmat`` (e.g. ``scipy.sparse.linalg.LinearOperator``).
+        call), a 2-D ``scipy.sparse`` matrix, a 2-D torch sparse COO/CSR tensor, a 2-D
+        ``dask.array.Array`` (numpy or scipy.sparse chunks; every pass runs where the chunks
+        live, on the current dask scheduler, and only the thin m×l / n×l panels and the
+        numpy factors come back), or any object with ``shape``, ``matmat`` and ``rmatmat``
+        (e.g. ``scipy.sparse.linalg.LinearOperator``).
         torch float16/bfloat16 inputs are read in their own dtype and computed in float32;
         no float32 copy of ``A`` is made.  Integer and boolean input (e.g. the sparse count
         matrix of ``CountVectorizer``) is computed in float64, or in ``dtype``; sparse input

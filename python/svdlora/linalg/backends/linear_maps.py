@@ -12,7 +12,8 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
-from ..._checks import DENSE_NUMPY, DENSE_TORCH, OPERATOR, SPARSE_SCIPY, SPARSE_TORCH, MatrixInput
+from ..._checks import (DASK, DENSE_NUMPY, DENSE_TORCH, OPERATOR, SPARSE_SCIPY, SPARSE_TORCH,
+                        MatrixInput)
 from ..._extension import torch
 
 
@@ -72,9 +73,16 @@ def to_linear_map(info: MatrixInput) -> LinearMap:
         return LinearMap(info.shape, dtype, lambda X: np.asarray(A @ X), lambda Y: np.asarray(At @ Y))
     if info.kind == SPARSE_TORCH:
         return _torch_sparse_map(info)
+    if info.kind == DASK:
+        from .dask_map import dask_linear_map
+        dtype = compute_dtype(A.dtype)
+        checked = _FiniteCheck("a dask array")
+        inner = dask_linear_map(A, dtype)
+        return LinearMap(info.shape, dtype, lambda X: checked(inner.matmat(X)),
+                         lambda Y: checked(inner.rmatmat(Y)))
     if info.kind == OPERATOR:
         dtype = compute_dtype(getattr(A, "dtype", None) or np.float64)
-        checked = _FiniteCheck()
+        checked = _FiniteCheck("a linear operator")
         return LinearMap(info.shape, dtype,
                          lambda X: checked(np.asarray(A.matmat(X), dtype=dtype)),
                          lambda Y: checked(np.asarray(A.rmatmat(Y), dtype=dtype)))
@@ -82,16 +90,17 @@ def to_linear_map(info: MatrixInput) -> LinearMap:
 
 
 class _FiniteCheck:
-    """An operator cannot be scanned for NaN/Inf up front; check its first product instead."""
+    """An operator (or a dask array, whose values a scan would cost a pass) is not checked
+    for NaN/Inf up front; its first product is, as NaN/Inf in A reach every product."""
 
-    def __init__(self) -> None:
-        self.done = False
+    def __init__(self, what: str) -> None:
+        self.what, self.done = what, False
 
     def __call__(self, out: np.ndarray) -> np.ndarray:
         if not self.done:
             if not np.isfinite(out).all():
-                raise ValueError("A (a linear operator) produced NaN or Inf in A @ X; "
-                                 "expected a finite operator")
+                raise ValueError(f"A ({self.what}) produced NaN or Inf in A @ X; "
+                                 "expected finite values")
             self.done = True
         return out
 
@@ -115,6 +124,9 @@ def column_mean(info: MatrixInput, op: Optional[LinearMap] = None) -> np.ndarray
         return A.mean(axis=-2, dtype=np.float64).astype(compute_dtype(A.dtype))
     if info.kind == SPARSE_SCIPY:
         return np.asarray(A.mean(axis=0), dtype=compute_dtype(A.dtype)).ravel()
+    if info.kind == DASK:
+        from .dask_map import dask_column_mean
+        return dask_column_mean(A, compute_dtype(A.dtype))
     assert op is not None
     ones = np.ones((info.m, 1), dtype=op.dtype)
     return (op.rmatmat(ones)[:, 0] / info.m).astype(op.dtype)
@@ -132,6 +144,9 @@ def squared_frobenius(info: MatrixInput, op: LinearMap, mean: Optional[np.ndarra
     elif info.kind == SPARSE_TORCH:
         vals = A.detach().cpu().to_sparse_coo().coalesce().values()
         total = float(vals.double().square().sum())
+    elif info.kind == DASK:
+        from .dask_map import dask_squared_frobenius
+        total = dask_squared_frobenius(A)
     else:  # a plain operator: exact, via products with blocks of the identity
         target = op.centered(mean) if mean is not None else op
         total = 0.0
