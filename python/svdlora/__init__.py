@@ -55,5 +55,5 @@ def __dir__():
 
 
 __all__ = ["rsvd", "rsvd_many", "pca", "spectral", "SVDResult", "PCAResult", "ToleranceWarning",
-           "build_info", "MissingExtensionError", "__version__", "TruncatedSVD", "PCA",
+           "build_info", "MissingExtensionError", "__version__",
            *(_TORCH_API if HAS_TORCH else ())]
