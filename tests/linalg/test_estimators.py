@@ -99,6 +99,37 @@ def test_torch_input_gives_the_numpy_result():
     assert ours.components_.dtype == np.float32
 
 
+@pytest.mark.parametrize("Estimator", [svdlora.TruncatedSVD, svdlora.PCA])
+def test_dask_input_is_fitted_where_it_lives(Estimator, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    X = _data("dask", Estimator.__name__, shift=2.0)
+    D = da.from_array(X, chunks=(100, 60))
+    # gathering X onto the client (np.asarray on the dask array) would be a failure
+    monkeypatch.setattr(da.Array, "__array__", lambda *a, **k: pytest.fail("X was gathered"))
+    ours = Estimator(6, random_state=2)
+    projected = ours.fit_transform(D)
+    lazy = ours.transform(D)
+    monkeypatch.undo()
+    reference = Estimator(6, random_state=2)
+    expected = reference.fit_transform(X)
+    assert isinstance(projected, da.Array) and projected.chunks[0] == D.chunks[0]
+    assert isinstance(lazy, da.Array)
+    # the in-memory fit may run the compiled backend: the same plan, so the two differ by
+    # rounding plus how far each span is from the exact top subspace (gap 10 : 0.5), far
+    # below these bounds
+    np.testing.assert_allclose(ours.singular_values_, reference.singular_values_, rtol=1e-8)
+    np.testing.assert_allclose(ours.explained_variance_ratio_,
+                               reference.explained_variance_ratio_, rtol=1e-8)
+    tol, scale = 1e-6, np.abs(expected).max()
+    np.testing.assert_allclose(projected.compute(), expected, rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(lazy.compute(), reference.transform(X), rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(ours.inverse_transform(lazy).compute(),
+                               reference.inverse_transform(expected), rtol=0, atol=tol * scale)
+    assert ours.n_features_in_ == X.shape[1] and not hasattr(ours, "feature_names_in_")
+    with pytest.raises(ValueError, match="X has 59 features, but .* is expecting 120"):
+        ours.transform(D[:, :59])
+
+
 def test_feature_names_params_and_bad_values():
     X = _data("names", m=50, n=12)
     est = svdlora.TruncatedSVD(3, random_state=0).fit(X)

@@ -77,6 +77,27 @@ def test_pca_centres_implicitly_and_sparse_chunks_work():
     assert svdlora.rsvd(integer, 4, seed=0).S.dtype == np.float64
 
 
+@pytest.mark.parametrize("shape", [(900, 120), (120, 900)], ids=["tall", "wide"])
+def test_compute_false_gives_factors_chunked_like_a(shape):
+    A = _matrix(shape, np.float64, "compute")
+    D = da.from_array(A, chunks=(200, 90) if shape[0] > shape[1] else (90, 200))
+    eager = svdlora.rsvd(D, 7, seed=5)
+    lazy = svdlora.rsvd(D, 7, seed=5, compute=False)
+    assert isinstance(lazy.U, da.Array) and isinstance(lazy.Vh, da.Array)
+    assert lazy.U.chunks[0] == D.chunks[0] and lazy.Vh.chunks[1] == D.chunks[1]
+    assert isinstance(lazy.S, np.ndarray)
+    for got, want in zip(lazy, eager):  # the same run: bit for bit
+        np.testing.assert_array_equal(np.asarray(got), want)
+    centred = svdlora.pca(D, 4, seed=5, compute=False)
+    np.testing.assert_array_equal(centred.U.compute(), svdlora.pca(D, 4, seed=5).U)
+    with pytest.raises(ValueError, match="compute=False applies to a dask array A only"):
+        svdlora.rsvd(A, 3, compute=False)
+    with pytest.raises(ValueError, match="compute=False applies to a dask array X only"):
+        svdlora.pca(A, 3, compute=False)
+    with pytest.raises(TypeError, match="compute must be a bool"):
+        svdlora.rsvd(D, 3, compute="no")
+
+
 @pytest.fixture(scope="module")
 def cluster_client():
     """A real LocalCluster: 2 worker processes, 1 thread each, 200 MB memory limit."""

@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised where scikit-learn is
     raise ImportError("svdlora.TruncatedSVD and svdlora.PCA need scikit-learn: "
                       "pip install 'svdlora[sklearn]'") from exc
 
-from .._checks import check_choice, check_int, check_optional_int, is_torch_tensor
+from .._checks import check_choice, check_int, check_optional_int, is_dask_array, is_torch_tensor
 from .._extension import torch
 from .plan import DEFAULT_OVERSAMPLE, METHODS
 from .truncated_svd import pca, rsvd
@@ -55,6 +55,8 @@ class _RandomizedDecomposition(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         return tags
 
     def _validate(self, X: Any, *, reset: bool) -> Any:
+        if is_dask_array(X):
+            return self._validate_dask(X, reset=reset)
         if is_torch_tensor(X) and X.layout == torch.strided:
             # as numpy in its own float dtype (scikit-learn would see an unknown dtype and
             # widen float32 to float64); half precisions are widened to float32
@@ -62,14 +64,29 @@ class _RandomizedDecomposition(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             X = (X.float() if X.dtype in (torch.float16, torch.bfloat16) else X).numpy()
         return validate_data(self, X, accept_sparse=_ACCEPTED, dtype=_FLOATS, reset=reset)
 
+    def _validate_dask(self, X: Any, *, reset: bool) -> Any:
+        """A dask array is checked from its metadata: ``validate_data`` would gather it onto
+        the client.  Integer and boolean data compute in float64, as scikit-learn's do."""
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D dask array (n_samples, n_features), got shape "
+                             f"{X.shape}")
+        if reset:
+            self.n_features_in_ = int(X.shape[1])
+            self.__dict__.pop("feature_names_in_", None)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input")
+        return X.astype(np.float64) if X.dtype.kind in "biu" else X
+
     def fit(self, X: Any, y: Any = None) -> "_RandomizedDecomposition":
-        """Fit the model on ``X`` (n_samples × n_features; numpy, scipy.sparse or anything
-        array-like, such as a CPU torch tensor)."""
+        """Fit the model on ``X`` (n_samples × n_features; numpy, scipy.sparse, a 2-D dask
+        array, or anything array-like, such as a CPU torch tensor)."""
         self.fit_transform(X)
         return self
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit on ``X`` and return its projection onto the components (``U · diag(S)``)."""
+        """Fit on ``X`` and return its projection onto the components (``U · diag(S)``; a
+        dask array for dask input)."""
         X = self._validate(X, reset=True)
         short = min(X.shape)
         k = check_int(self.n_components, "n_components", minimum=1, maximum=short)
@@ -89,21 +106,26 @@ class _RandomizedDecomposition(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self._n_features_out = k
         projected = U * S
         self._set_variances(X, projected, S)
+        if is_dask_array(X):  # dask in, dask out (rows chunked like X's)
+            import dask.array as da
+            return da.from_array(projected, chunks=(X.chunks[0], -1))
         return projected
 
     def transform(self, X: Any) -> np.ndarray:
-        """Project ``X`` onto the fitted components."""
+        """Project ``X`` onto the fitted components (lazily, as a dask array, for dask
+        input)."""
         check_is_fitted(self)
         X = self._validate(X, reset=False)
         projected = X @ self.components_.T
         if self._center:  # (X - mean) C^T without a centred copy of X
             projected = projected - self.mean_ @ self.components_.T
-        return np.asarray(projected)
+        return projected if is_dask_array(projected) else np.asarray(projected)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Map projected data back to the feature space (the rank-``k`` reconstruction)."""
         check_is_fitted(self)
-        X = np.asarray(X, dtype=self.components_.dtype)
+        dtype = self.components_.dtype
+        X = X.astype(dtype) if is_dask_array(X) else np.asarray(X, dtype=dtype)
         if X.ndim != 2 or X.shape[1] != self.n_components_:
             raise ValueError(f"X must have shape (n_samples, {self.n_components_}), "
                              f"got {X.shape}")
@@ -111,6 +133,8 @@ class _RandomizedDecomposition(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         return restored + self.mean_ if self._center else restored
 
     def _column_variances(self, X: Any, ddof: int) -> np.ndarray:
+        if is_dask_array(X):
+            return np.asarray(X.astype(np.float64).var(axis=0, ddof=ddof).compute())
         if _scipy_sparse.issparse(X):
             _, variances = mean_variance_axis(_scipy_sparse.csr_matrix(X), axis=0)
             return variances * (X.shape[0] / max(X.shape[0] - ddof, 1))

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._checks import (DENSE_TORCH, MatrixInput, check_bool, check_choice, check_int,
+from .._checks import (DASK, DENSE_TORCH, MatrixInput, check_bool, check_choice, check_int,
                        check_matrix, check_optional_int, check_rank, check_seed, check_tol)
 from .._extension import require_compiled, torch
 from . import backends, pass_counter, rescale
@@ -36,7 +36,7 @@ class ToleranceWarning(UserWarning):
 def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Optional[int] = None,
          tol: Optional[float] = None, seed: Optional[int] = None,
          block_size: Optional[int] = None, method: str = "auto",
-         backend: str = "auto", dtype: Any = None) -> SVDResult:
+         backend: str = "auto", dtype: Any = None, compute: bool = True) -> SVDResult:
     """Randomized truncated SVD ``A ≈ U @ diag(S) @ Vh``.
 
     Parameters
@@ -94,6 +94,14 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         input, float32 for float32/float16/bfloat16.  Another choice converts ``A`` first
         (a copy; sparse input stays sparse), except that float16/bfloat16 tensors are read
         in place for float32.
+    compute : bool, default True
+        For a dask array ``A`` only.  True: ``U`` and ``Vh`` come back as numpy arrays.
+        False: as dask arrays chunked like ``A``'s rows (``U``) and columns (``Vh``), to be
+        combined lazily with ``A`` or data chunked like it; ``S`` is numpy either way.  The
+        factorisation itself runs during the call in both cases (unlike
+        ``dask.array.linalg.svd_compressed(compute=False)``): each pass's sketch depends on
+        the previous one's result through the orthonormalisation on the client and the
+        stopping rule, so there is no single graph to defer.
 
     Returns
     -------
@@ -150,6 +158,7 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     """
     info = check_matrix(as_floating(A, check_compute_dtype(dtype)), "A")
     rank = check_rank(rank, info)
+    compute = _check_compute(compute, info, "A")
     oversample = check_int(oversample, "oversample", minimum=0)
     n_iter = check_optional_int(n_iter, "n_iter", minimum=0)
     tol = check_tol(tol)
@@ -165,12 +174,13 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=tol,
                      block_size=block_size, seed=seed, center=False, method=method)
     U, S, Vh = _factorize(info, plan, backend)[:3]
+    U, Vh = _deliver(U, Vh, info, compute)
     return SVDResult(U, S, Vh)
 
 
 def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVERSAMPLE,
         n_iter: Optional[int] = None, seed: Optional[int] = None, method: str = "auto",
-        backend: str = "auto", dtype: Any = None) -> PCAResult:
+        backend: str = "auto", dtype: Any = None, compute: bool = True) -> PCAResult:
     """Principal component analysis by randomized SVD of the column-centred data.
 
     Parameters
@@ -188,6 +198,8 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
         As in :func:`rsvd` (cuSOLVER's ``gesvdr`` peer cannot centre).
     dtype : {None, "float32", "float64"}, default None
         As in :func:`rsvd` (integer and boolean data compute in float64 by default).
+    compute : bool, default True
+        As in :func:`rsvd` (dask input only; ``mean`` is numpy either way).
 
     Returns
     -------
@@ -208,6 +220,7 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     """
     info = check_matrix(as_floating(X, check_compute_dtype(dtype)), "X")
     rank = check_rank(rank, info)
+    compute = _check_compute(compute, info, "X")
     center = check_bool(center, "center")
     oversample = check_int(oversample, "oversample", minimum=0)
     n_iter = check_optional_int(n_iter, "n_iter", minimum=0)
@@ -217,7 +230,9 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     method = check_choice(method, "method", METHODS)
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
                      block_size=None, seed=seed, center=center, method=method)
-    return PCAResult(*_factorize(info, plan, backend, "X"))
+    U, S, Vh, mean = _factorize(info, plan, backend, "X")
+    U, Vh = _deliver(U, Vh, info, compute)
+    return PCAResult(U, S, Vh, mean)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -294,6 +309,24 @@ def _factorize_gesvdr(info: MatrixInput, rank: int, oversample: int, n_iter: Opt
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
                      block_size=None, seed=0, center=False, full_side_shortcut=False)
     return SVDResult(*compiled_backend.factorize_gesvdr(A, plan))
+
+
+def _check_compute(compute: Any, info: MatrixInput, name: str) -> bool:
+    compute = check_bool(compute, "compute")
+    if not compute and info.kind != DASK:
+        raise ValueError(f"compute=False applies to a dask array {name} only (lazy factors "
+                         f"chunked like it); {name} is {info.kind} input, whose factors are "
+                         "always computed: drop compute=")
+    return compute
+
+
+def _deliver(U: Any, Vh: Any, info: MatrixInput, compute: bool) -> tuple:
+    """The factors as the caller asked for them: computed, or (dask input with
+    ``compute=False``) as dask arrays chunked like the input."""
+    if compute:
+        return U, Vh
+    from .backends.dask_map import chunked_like
+    return chunked_like(info.value, U, Vh)
 
 
 def _all_finite(x: Any) -> bool:

@@ -53,6 +53,14 @@ def dask_linear_map(A: Any, dtype: np.dtype) -> LinearMap:
     return LinearMap(tuple(int(s) for s in A.shape), np.dtype(dtype), matmat, rmatmat)
 
 
+def chunked_like(A: Any, U: np.ndarray, Vh: np.ndarray) -> tuple:
+    """``U`` and ``Vh`` as dask arrays chunked like ``A``'s rows and columns (what
+    ``compute=False`` returns), so they line up block for block with ``A`` in later work."""
+    import dask.array as da
+    return (da.from_array(U, chunks=(A.chunks[0], -1)),
+            da.from_array(Vh, chunks=(-1, A.chunks[1])))
+
+
 def dask_column_mean(A: Any, dtype: np.dtype) -> np.ndarray:
     """Column means of a 2-D dask array (accumulated in float64)."""
     return np.asarray(A.astype(np.float64).mean(axis=0).compute(), dtype=dtype)
