@@ -64,11 +64,19 @@ def test_threaded_scheduler_matches_in_memory_and_the_bar(chunking, shape, dtype
     assert np.all(U[np.abs(U).argmax(axis=0), np.arange(12)] > 0)  # the sign convention
 
 
+def test_block_krylov_on_request_matches_in_memory():
+    A = _matrix((1500, 200), np.float64, "krylov")
+    D = da.from_array(A, chunks=(250, 70))
+    _assert_parity(svdlora.rsvd(D, 12, seed=3, method="krylov"),
+                   svdlora.rsvd(A, 12, seed=3, method="krylov", backend="numpy"), np.float64, A)
+
+
 def test_pca_centres_implicitly_and_sparse_chunks_work():
-    X = _matrix((1200, 150), np.float64, "pca") + 5.0
-    D = da.from_array(X, chunks=(200, 50))
-    _assert_parity(svdlora.pca(D, 6, seed=1), svdlora.pca(X, 6, seed=1, backend="numpy"),
-                   np.float64, X - X.mean(axis=0))
+    for shape, chunks in (((1200, 150), (200, 50)), ((150, 1200), (50, 200))):
+        X = _matrix(shape, np.float64, "pca") + 5.0  # wide: the centring is on the long side
+        D = da.from_array(X, chunks=chunks)
+        _assert_parity(svdlora.pca(D, 6, seed=1), svdlora.pca(X, 6, seed=1, backend="numpy"),
+                       np.float64, X - X.mean(axis=0))
     counts = sp.random(1200, 300, density=0.02, format="csr", rng=case_seed("dask-sparse"))
     sparse_chunks = da.from_array(counts, chunks=(300, 300), asarray=False)
     _assert_parity(svdlora.rsvd(sparse_chunks, 5, seed=2), svdlora.rsvd(counts, 5, seed=2),

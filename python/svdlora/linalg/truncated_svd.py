@@ -81,7 +81,9 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         bidiagonalisation with full reorthogonalisation) that stops once the rank-``k``
         Ritz values have converged; "subspace": subspace iteration with a fixed ``q``.
         "auto" (default) takes "krylov" when ``n_iter`` is None and ``min(m, n) >= 2000``,
-        "subspace" otherwise (on smaller matrices its fewer, wider products win).  Ignored
+        "subspace" otherwise (on smaller matrices its fewer, wider products win), and always
+        "subspace" on a dask array (whose long-side panels then stay on the workers; block
+        Krylov's growing basis makes a round trip to the client every pass).  Ignored
         with ``tol`` and when the whole short side is sketched.  Both meet the same accuracy
         bar; :func:`svdlora.linalg.count_passes` reports the passes each call made.
     backend : {"auto", "compiled", "numpy", "cusolver_gesvdr"}
@@ -168,7 +170,7 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     if tol is not None and info.batch_shape:
         raise ValueError(f"tol (adaptive rank) needs a 2-D A, got batched shape {info.shape}; "
                          "call rsvd per matrix or pass tol=None")
-    method = check_choice(method, "method", METHODS)
+    method = _method_for(info, check_choice(method, "method", METHODS))
     if backend == "cusolver_gesvdr":
         return _factorize_gesvdr(info, rank, oversample, n_iter, tol)
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=tol,
@@ -227,7 +229,7 @@ def pca(X: Any, rank: int, *, center: bool = True, oversample: int = DEFAULT_OVE
     seed = resolve_seed(check_seed(seed))
     # cuSOLVER's gesvdr has no centring: it is an rsvd peer only
     backend = check_choice(backend, "backend", [b for b in BACKENDS if b != "cusolver_gesvdr"])
-    method = check_choice(method, "method", METHODS)
+    method = _method_for(info, check_choice(method, "method", METHODS))
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
                      block_size=None, seed=seed, center=center, method=method)
     U, S, Vh, mean = _factorize(info, plan, backend, "X")
@@ -309,6 +311,12 @@ def _factorize_gesvdr(info: MatrixInput, rank: int, oversample: int, n_iter: Opt
     plan = make_plan(info.m, info.n, rank, oversample=oversample, n_iter=n_iter, tol=None,
                      block_size=None, seed=0, center=False, full_side_shortcut=False)
     return SVDResult(*compiled_backend.factorize_gesvdr(A, plan))
+
+
+def _method_for(info: MatrixInput, method: str) -> str:
+    """What ``method="auto"`` means for this input: on dask arrays subspace iteration, the
+    method that keeps the long-side panels on the workers (measured in docs/benchmarks.md)."""
+    return "subspace" if method == "auto" and info.kind == DASK else method
 
 
 def _check_compute(compute: Any, info: MatrixInput, name: str) -> bool:

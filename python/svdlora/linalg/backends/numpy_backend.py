@@ -12,7 +12,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ..._checks import DENSE_NUMPY, DENSE_TORCH, SPARSE_TORCH, MatrixInput
+from ..._checks import DASK, DENSE_NUMPY, DENSE_TORCH, SPARSE_TORCH, MatrixInput
 from ..._extension import torch
 from ..plan import RSVDPlan, subspace_passes
 from .numpy_krylov import rsvd_krylov
@@ -46,6 +46,10 @@ def factorize(info: MatrixInput, plan: RSVDPlan,
     elif plan.krylov:
         frob2 = _squared_frobenius_per_matrix(info, op, mean) if plan.stop_tol or plan.gain_tol else None
         U, S, Vh, passes = rsvd_krylov_factors(target, plan, omega, frob2)
+    elif info.kind == DASK:  # long-side panels stay on the workers
+        from .dask_subspace import rsvd_fixed_dask
+        U, S, Vh = rsvd_fixed_dask(info.value, mean, plan.rank, omega, plan.n_iter, op.dtype)
+        passes = subspace_passes(plan.n_iter)
     else:
         U, S, Vh = rsvd_fixed(target, plan.rank, omega, plan.n_iter)
         passes = subspace_passes(plan.n_iter)
