@@ -6,7 +6,7 @@ scaling from 1 to 2 workers.
 
 The matrices have the spectrum sigma_i = 1/i on a rank-``r0`` part (exactly: A = U diag(s) V^T
 with orthonormal U, V built chunk by chunk), persisted in the workers' memory before the
-timings, so every method reads the same chunks.  err/opt is ||A - U S Vh||_F over the
+timings, so every method reads the same chunks; each time is the median of ``--repeats`` runs.  err/opt is ||A - U S Vh||_F over the
 Eckart-Young optimum sqrt(sum_{i>k} s_i^2), computed chunk by chunk on the cluster.
 """
 from __future__ import annotations
@@ -53,7 +53,8 @@ def error(A, U, S, Vh) -> float:
     return float(np.sqrt(da.sum(R.astype(np.float64) ** 2).compute()))
 
 
-def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client) -> dict:
+def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client,
+              repeats: int) -> dict:
     import dask.array as da
     import svdlora
 
@@ -72,13 +73,19 @@ def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client) -> di
     }
     row = {"shape": [m, n], "k": k, "q": q, "chunks": [chunk, n], "methods": {}}
     for name, run in methods.items():
-        run()  # warm-up (graph construction paths, worker caches)
-        t0 = time.perf_counter()
-        U, S, Vh = run()
-        seconds = time.perf_counter() - t0
-        row["methods"][name] = {"seconds": seconds, "err_over_opt": error(A, U, S, Vh) / optimum}
-        print(f"{m}x{n} k={k} {name}: {seconds:.2f} s, err/opt "
-              f"{row['methods'][name]['err_over_opt']:.4f}", flush=True)
+        U, S, Vh = run()  # warm-up (graph construction paths, worker caches)
+        row["methods"][name] = {"err_over_opt": error(A, U, S, Vh) / optimum, "all_seconds": []}
+    # round robin: successive runs on one LocalCluster drift (up to 1.4x here), so every
+    # method gets the same mix of early and late slots
+    for _ in range(repeats):
+        for name, run in methods.items():
+            t0 = time.perf_counter()
+            run()
+            row["methods"][name]["all_seconds"].append(time.perf_counter() - t0)
+    for name, result in row["methods"].items():
+        result["seconds"] = float(np.median(result["all_seconds"]))
+        print(f"{m}x{n} k={k} {name}: {result['seconds']:.2f} s (median of {repeats}), "
+              f"err/opt {result['err_over_opt']:.4f}", flush=True)
     base = row["methods"][f"svdlora n_iter={q}"]["seconds"]
     for name, result in row["methods"].items():
         result["time_over_svdlora"] = result["seconds"] / base
@@ -89,6 +96,7 @@ def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small matrices (a smoke run)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "dask.json"))
     args = ap.parse_args()
     from distributed import Client, LocalCluster
@@ -101,7 +109,7 @@ def main() -> None:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             for m, n, chunk in (shapes if workers == 2 else shapes[:1]):
-                row = run_shape(m, n, k, q, min(r0, n), chunk, client)
+                row = run_shape(m, n, k, q, min(r0, n), chunk, client, args.repeats)
                 row["workers"] = workers
                 rows.append(row)
                 scaling.setdefault(f"{m}x{n}", {})[workers] = row["methods"][f"svdlora n_iter={q}"]["seconds"]

@@ -101,9 +101,9 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         False: as dask arrays chunked like ``A``'s rows (``U``) and columns (``Vh``), to be
         combined lazily with ``A`` or data chunked like it; ``S`` is numpy either way.  The
         factorisation itself runs during the call in both cases (unlike
-        ``dask.array.linalg.svd_compressed(compute=False)``): each pass's sketch depends on
-        the previous one's result through the orthonormalisation on the client and the
-        stopping rule, so there is no single graph to defer.
+        ``dask.array.linalg.svd_compressed(compute=False)``): the small SVD runs on the
+        client, the sign convention needs ``U``'s values, and block Krylov's stopping rule
+        needs each pass's result.
 
     Returns
     -------

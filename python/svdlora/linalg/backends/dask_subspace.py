@@ -1,5 +1,5 @@
-"""Subspace iteration on a dask array with the long-side panels kept where A's chunks live:
-only l-wide short-side panels and l x l factors reach the client."""
+"""Subspace iteration on a dask array as one lazy graph, with the long-side panels kept where
+A's chunks live: only the l-wide short-side panel of the last pass and U reach the client."""
 from __future__ import annotations
 
 from typing import Any, Optional, Tuple
@@ -13,41 +13,38 @@ class _TallMap:
     """``T - a bᵀ`` for a tall dask array ``T`` (p x s, p >= s) and an optional rank-one
     centring term (``a`` long, ``b`` short): the map of ``A - 1 μᵀ`` or of its transpose.
 
-    Long-side panels stay dask arrays chunked like T's rows; short-side ones are numpy.
+    Both products are lazy: long-side panels are dask arrays chunked like T's rows,
+    short-side ones single-chunk dask arrays.
     """
 
     def __init__(self, T: Any, a: Any, b: Optional[np.ndarray], dtype: np.dtype) -> None:
         self.T, self.Tt, self.a, self.b, self.dtype = T, T.T, a, b, dtype
 
-    def matmat(self, X: np.ndarray) -> Any:
-        """``(T - a bᵀ) X`` for a numpy X (s x l): a lazy p x l dask array."""
+    def matmat(self, X: Any) -> Any:
+        """``(T - a bᵀ) X`` for X (s x l, numpy or dask): p x l."""
         Y = lazy_products(self.T, X, self.dtype)
         if self.b is not None:
             Y = Y - self.a[:, None] * (self.b @ X)[None, :]
         return Y
 
-    def rmatmat(self, Q: Any) -> np.ndarray:
-        """``(T - a bᵀ)ᵀ Q`` for a dask Q (p x l, chunked like T's rows), computed: s x l."""
-        import dask
+    def rmatmat(self, Q: Any) -> Any:
+        """``(T - a bᵀ)ᵀ Q`` for Q (p x l, chunked like T's rows): s x l, one chunk."""
         Z = lazy_products(self.Tt, Q, self.dtype)
-        if self.b is None:
-            return np.asarray(Z.compute(), dtype=self.dtype)
-        Z, aQ = dask.compute(Z, self.a @ Q)
-        return np.asarray(Z - self.b[:, None] * aQ[None, :], dtype=self.dtype)
+        if self.b is not None:
+            Z = Z - self.b[:, None] * (self.a @ Q)[None, :]
+        return Z.rechunk(-1)
 
 
-def _orth_tall(Y: Any) -> Any:
-    """Orthonormal basis of a tall dask panel by Dask's own communication-avoiding TSQR
-    (a QR per row chunk, one QR of the stacked R factors, one product per chunk), kept in
-    the workers' memory for the next product."""
+def _orth(Y: Any) -> Any:
+    """Orthonormal basis of a panel by Dask's own TSQR: Householder QR per row chunk, one QR
+    of the stacked R factors, one product per chunk (a single QR for a one-chunk panel)."""
     import dask.array as da
-    Y = Y.rechunk({1: -1})
-    return da.linalg.tsqr(Y)[0].persist()
+    return da.linalg.tsqr(Y.rechunk({1: -1}))[0]
 
 
 def _check_finite_first(Y: Any) -> Any:
     """NaN/Inf in A reach every product: the first one is checked (A itself is not scanned,
-    which would cost a pass)."""
+    which would cost a pass), and kept in memory for the rest of the graph."""
     import dask.array as da
     Y = Y.persist()
     if not bool(da.isfinite(Y).all().compute()):
@@ -62,10 +59,13 @@ def rsvd_fixed_dask(A: Any, mean: Optional[np.ndarray], rank: int, omega: np.nda
 
     The steps, sums and orthonormalisations are those of the numpy backend's ``rsvd_fixed``
     (Householder QR, here as TSQR over row chunks), so the factors equal the in-memory ones
-    for the same sketch to rounding.  Returns numpy ``(U, S, Vh)`` in the sign convention.
+    for the same sketch to rounding.  The iterations are one graph (no round trip to the
+    client between passes); the client computes the small SVD of ``B = Qᵀ A``.  Returns
+    numpy ``(U, S, Vh)`` in the sign convention.
     """
+    import dask
     import dask.array as da
-    from .numpy_backend import _finalize, _orth, _small_svd
+    from .numpy_backend import _finalize, _small_svd
     A = A.astype(dtype)
     m, n = A.shape
     transposed = m < n
@@ -75,11 +75,13 @@ def rsvd_fixed_dask(A: Any, mean: Optional[np.ndarray], rank: int, omega: np.nda
         tall = _TallMap(A.T, da.from_array(mean.astype(dtype), chunks=(A.chunks[1],)),
                         np.ones(m, dtype), dtype)
     else:
-        tall = _TallMap(A, da.ones(m, dtype=dtype, chunks=(A.chunks[0],)), mean.astype(dtype), dtype)
-    omega = omega.astype(dtype, copy=False)
-    Q = _orth_tall(_check_finite_first(tall.matmat(omega)))
+        tall = _TallMap(A, da.ones(m, dtype=dtype, chunks=(A.chunks[0],)), mean.astype(dtype),
+                        dtype)
+    Q = _orth(_check_finite_first(tall.matmat(omega.astype(dtype, copy=False))))
     for _ in range(n_iter):
-        Q = _orth_tall(tall.matmat(_orth(tall.rmatmat(Q))))
-    # the small SVD of B = Qᵀ A on the client; U = Q Ũ is one task per chunk of Q
-    U, S, Vh = _small_svd(Q, tall.rmatmat(Q), rank)
-    return _finalize(np.asarray(U.compute(), dtype=dtype), S, Vh, transposed)
+        Q = _orth(tall.matmat(_orth(tall.rmatmat(Q))))
+    Q = Q.persist()  # used twice below: for B and for U
+    Bt = np.asarray(tall.rmatmat(Q).compute(), dtype=dtype)
+    U, S, Vh = _small_svd(Q, Bt, rank)  # U = Q Ũ, one task per chunk of Q
+    U = np.asarray(dask.compute(U)[0], dtype=dtype)
+    return _finalize(U, S, Vh, transposed)
