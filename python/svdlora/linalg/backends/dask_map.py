@@ -33,7 +33,7 @@ def lazy_products(A: Any, panel: Any, dtype: np.dtype) -> Any:
     import dask.array as da
     if isinstance(A._meta, np.ndarray):
         # dense chunks: Dask's own matmul (a blockwise product and a tree sum, like the loop
-        # below for sparse chunks, but measured 2-3.5x faster on transposed A)
+        # below for sparse chunks, but measured 3.5x faster for Aᵀ Q, 40000 x 1000 float32)
         return (A @ panel).astype(dtype, copy=False)
     parts, start = [], 0
     for width in A.chunks[1]:
@@ -47,23 +47,25 @@ def lazy_products(A: Any, panel: Any, dtype: np.dtype) -> Any:
     return parts[0] if len(parts) == 1 else da.stack(parts).sum(axis=0)
 
 
-def _products(A: Any, panel: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``A @ panel`` computed on the current scheduler, as numpy."""
-    return np.asarray(lazy_products(A, panel, dtype).compute(), dtype=dtype)
+def lazy_dask_linear_map(A: Any, dtype: np.dtype) -> LinearMap:
+    """The map of the 2-D dask array ``A`` in ``dtype`` with lazy products: a numpy or dask
+    panel in, a dask array out, nothing run until it is computed or persisted."""
+    A = A.astype(dtype)
+    At = A.T
+    return LinearMap(tuple(int(s) for s in A.shape), np.dtype(dtype),
+                     lambda X: lazy_products(A, X, dtype), lambda Y: lazy_products(At, Y, dtype))
 
 
 def dask_linear_map(A: Any, dtype: np.dtype) -> LinearMap:
-    """The map of the 2-D dask array ``A``, computing in ``dtype``."""
-    A = A.astype(dtype)
-    At = A.T
+    """The map of the 2-D dask array ``A``, computing in ``dtype``: each product runs on the
+    current scheduler and comes back as numpy."""
+    lazy = lazy_dask_linear_map(A, dtype)
 
-    def matmat(X: np.ndarray) -> np.ndarray:
-        return _products(A, np.ascontiguousarray(X, dtype=dtype), dtype)
+    def computed(product):
+        return lambda P: np.asarray(product(np.ascontiguousarray(P, dtype=dtype)).compute(),
+                                    dtype=dtype)
 
-    def rmatmat(Y: np.ndarray) -> np.ndarray:
-        return _products(At, np.ascontiguousarray(Y, dtype=dtype), dtype)
-
-    return LinearMap(tuple(int(s) for s in A.shape), np.dtype(dtype), matmat, rmatmat)
+    return LinearMap(lazy.shape, lazy.dtype, computed(lazy.matmat), computed(lazy.rmatmat))
 
 
 def chunked_like(A: Any, U: np.ndarray, Vh: np.ndarray) -> tuple:

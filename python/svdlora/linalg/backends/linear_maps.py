@@ -32,11 +32,11 @@ class LinearMap:
         return LinearMap(shape, self.dtype, self.rmatmat, self.matmat)
 
     def centered(self, mean: np.ndarray) -> "LinearMap":
-        """The map of ``A - 1 mean^T`` (mean has shape (..., n))."""
-        ones_shape = self.shape[:-1]
+        """The map of ``A - 1 mean^T`` (mean has shape (..., n)).  The products may also be
+        lazy dask arrays: the rank-one terms broadcast, nothing m x l is formed for them."""
 
         def matmat(X: np.ndarray) -> np.ndarray:
-            return self.matmat(X) - np.ones(ones_shape + (1,), self.dtype) * (mean[..., None, :] @ X)
+            return self.matmat(X) - mean[..., None, :] @ X  # the row meanᵀX, broadcast down
 
         def rmatmat(Y: np.ndarray) -> np.ndarray:
             return self.rmatmat(Y) - mean[..., :, None] * Y.sum(axis=-2, keepdims=True)

@@ -47,8 +47,11 @@ def factorize(info: MatrixInput, plan: RSVDPlan,
         frob2 = _squared_frobenius_per_matrix(info, op, mean) if plan.stop_tol or plan.gain_tol else None
         U, S, Vh, passes = rsvd_krylov_factors(target, plan, omega, frob2)
     elif info.kind == DASK:  # long-side panels stay on the workers
+        from .dask_map import lazy_dask_linear_map
         from .dask_subspace import rsvd_fixed_dask
-        U, S, Vh = rsvd_fixed_dask(info.value, mean, plan.rank, omega, plan.n_iter, op.dtype)
+        lazy = lazy_dask_linear_map(info.value, op.dtype)
+        lazy = lazy.centered(mean) if mean is not None else lazy
+        U, S, Vh = rsvd_fixed_dask(lazy, plan.rank, omega, plan.n_iter)
         passes = subspace_passes(plan.n_iter)
     else:
         U, S, Vh = rsvd_fixed(target, plan.rank, omega, plan.n_iter)
