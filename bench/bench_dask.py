@@ -6,8 +6,9 @@ scaling from 1 to 2 workers.
 
 The matrices have the spectrum sigma_i = 1/i on a rank-``r0`` part (exactly: A = U diag(s) V^T
 with orthonormal U, V built chunk by chunk), persisted in the workers' memory before the
-timings, so every method reads the same chunks; each time is the median of ``--repeats`` runs.  err/opt is ||A - U S Vh||_F over the
-Eckart-Young optimum sqrt(sum_{i>k} s_i^2), computed chunk by chunk on the cluster.
+timings, so every method reads the same chunks; each time is the median of ``--repeats``
+runs.  err/opt is ||A - U S Vh||_F over the Eckart-Young optimum sqrt(sum_{i>k} s_i^2),
+computed chunk by chunk on the cluster.
 """
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ class _RandomizedDecomposition(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     def _validate_dask(self, X: Any, *, reset: bool) -> Any:
         """A dask array is checked from its metadata: ``validate_data`` would gather it onto
-        the client.  Integer and boolean data compute in float64, as scikit-learn's do."""
+        the client.  Its dtype is rsvd's to check (integer and boolean data compute in
+        float64, as scikit-learn's do)."""
         if X.ndim != 2:
             raise ValueError(f"X must be a 2-D dask array (n_samples, n_features), got shape "
                              f"{X.shape}")
@@ -76,7 +77,7 @@ class _RandomizedDecomposition(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         elif X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input")
-        return X.astype(np.float64) if X.dtype.kind in "biu" else X
+        return X
 
     def fit(self, X: Any, y: Any = None) -> "_RandomizedDecomposition":
         """Fit the model on ``X`` (n_samples × n_features; numpy, scipy.sparse, a 2-D dask
