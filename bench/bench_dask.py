@@ -67,6 +67,8 @@ def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client,
     methods = {
         f"svdlora n_iter={q}": lambda: svdlora.rsvd(A, k, n_iter=q, seed=0, method="subspace"),
         "svdlora default": lambda: svdlora.rsvd(A, k, seed=0),
+        f"svdlora n_iter={q}, NumPy chunk GEMMs": lambda: svdlora.rsvd(
+            A, k, n_iter=q, seed=0, method="subspace", backend="numpy"),
         f"svd_compressed power q={q}": lambda: da.compute(*da.linalg.svd_compressed(
             A, k, n_power_iter=q, n_oversamples=10, iterator="power", seed=0)),
         f"svd_compressed QR q={q}": lambda: da.compute(*da.linalg.svd_compressed(

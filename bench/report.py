@@ -121,6 +121,30 @@ def finetune_table(section: dict) -> str:
     return "\n".join(rows)
 
 
+def dask_table(section: dict) -> str:
+    rows = section["rows"]
+    names = list(rows[0]["methods"])
+    lines = ["s (err/opt): median of the timed runs, taken round robin after one warm-up each "
+             "(successive runs on one cluster drift, so every method gets the same mix of "
+             "slots).  The ratio is `svd_compressed` QR's time over svdlora's at the same k, "
+             "oversampling and iterations.", "",
+             "| matrix (float32, σᵢ=1/i) | k | workers | " + " | ".join(names) + " | QR / svdlora |",
+             "|---|---|---|" + "---|" * len(names) + "---|"]
+    for row in rows:
+        methods = row["methods"]
+        cells = [f"{methods[n]['seconds']:.2f} ({methods[n]['err_over_opt']:.4f})" if n in methods
+                 else "—" for n in names]
+        ours = methods[f"svdlora n_iter={row['q']}"]["seconds"]
+        qr = methods[f"svd_compressed QR q={row['q']}"]["seconds"]
+        lines.append(f"| {row['shape'][0]}×{row['shape'][1]} | {row['k']} | {row['workers']} | "
+                     + " | ".join(cells) + f" | {qr / ours:.2f}× |")
+    scaling = section.get("scaling_1_to_2_workers", {})
+    if scaling:
+        lines += ["", "svdlora's speed-up from 1 to 2 workers: " + ", ".join(
+            f"{shape} {ratio:.2f}×" for shape, ratio in scaling.items()) + "."]
+    return "\n".join(lines)
+
+
 def machine_line(machine: dict) -> str:
     parts = [f"{machine.get('cpu')} ({machine.get('cores')} cores)", f"torch {machine.get('torch')}",
              f"{machine.get('torch_threads')} threads", f"numpy {machine.get('numpy')}",
@@ -156,8 +180,21 @@ def render(path: str) -> str:
     if "hf_finetune" in data:
         out += ["**Fine-tuning MiniLM with a classification head** (`bench/bench_hf_finetune.py`).",
                 "", finetune_table(data["hf_finetune"]), ""]
+    if "dask" in data:
+        out += ["**Dask** (`bench/bench_dask.py`: svdlora against "
+                "`dask.array.linalg.svd_compressed` on a LocalCluster, 1 thread per worker).", "",
+                dask_table(data["dask"]), ""]
+    if "batched" in data:
+        b = data["batched"]
+        out += [f"**Batched** {b['shape'][0]} × {b['shape'][1]}×{b['shape'][2]}, k = {b['k']} "
+                f"(`bench/bench_rsvd.py --batched-only`): svdlora "
+                f"{b['svdlora']['time_s'] * 1e3:.1f} ms (max err/opt "
+                f"{b['svdlora']['err_over_opt_max']:.4f}), `torch.svd_lowrank` "
+                f"{b['svd_lowrank']['time_s'] * 1e3:.1f} ms "
+                f"({b['svd_lowrank']['err_over_opt_max']:.4f}): {b['vs_lowrank']:.2f}×.", ""]
     other = sorted(set(data) - {"machine", "rsvd", "rsvd_time_to_accuracy", "adapter",
-                                "peft_init", "hf_finetune"})
+                                "peft_init", "hf_finetune", "dask", "batched", "note",
+                                "commands"})
     if other:
         out += [f"Further sections in the JSON (not tabulated here): {', '.join(other)}.", ""]
     return "\n".join(out)

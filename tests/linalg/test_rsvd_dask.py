@@ -54,16 +54,28 @@ def _assert_parity(result, reference, dtype, A, uncentred=None) -> None:
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
 @pytest.mark.parametrize("shape", [(1500, 200), (200, 1500)], ids=["tall", "wide"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_threaded_scheduler_matches_in_memory_and_the_bar(chunking, shape, dtype):
+@pytest.mark.parametrize("backend", ["auto", "numpy"])  # chunk GEMMs: compiled core / NumPy
+def test_threaded_scheduler_matches_in_memory_and_the_bar(chunking, shape, dtype, backend):
     A = _matrix(shape, dtype, chunking)
     D = da.from_array(A, chunks=_chunks(chunking, shape))
-    result = svdlora.rsvd(D, 12, seed=7)
+    result = svdlora.rsvd(D, 12, seed=7, backend=backend)
     _assert_parity(result, svdlora.rsvd(A, 12, seed=7, backend="numpy"), dtype, A)
     s = np.linalg.svd(A.astype(np.float64), compute_uv=False)
     U, S, Vh = (x.astype(np.float64) for x in result)
     assert np.linalg.norm(A - (U * S) @ Vh) <= 1.01 * np.sqrt(np.sum(s[12:] ** 2))
     assert np.abs(U.T @ U - np.eye(12)).max() < 100 * np.finfo(dtype).eps
     assert np.all(U[np.abs(U).argmax(axis=0), np.arange(12)] > 0)  # the sign convention
+
+
+def test_backend_compiled_means_compiled_chunk_products():
+    A = _matrix((600, 90), np.float32, "compiled")
+    D = da.from_array(A, chunks=(200, 45))
+    if not svdlora.build_info()["compiled"]:
+        with pytest.raises(ImportError, match=r"backend='compiled'\) needs (PyTorch|svdlora's compiled core)"):
+            svdlora.rsvd(D, 5, backend="compiled")
+        return
+    _assert_parity(svdlora.rsvd(D, 5, seed=2, backend="compiled"),
+                   svdlora.rsvd(A, 5, seed=2, backend="numpy"), np.float32, A)
 
 
 def test_block_krylov_on_request_matches_in_memory():
@@ -108,25 +120,46 @@ def test_compute_false_gives_factors_chunked_like_a(shape):
         svdlora.rsvd(D, 3, compute="no")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster_client():
-    """A real LocalCluster: 2 worker processes, 1 thread each, 200 MB memory limit."""
+    """A real LocalCluster: 2 worker processes, 1 thread each, 200 MB memory limit.  One per
+    test, so that no later test computes on it as the default client by accident."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   memory_limit="200MB", dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             yield client
 
 
-def test_local_cluster_matches_in_memory(cluster_client):
+def _cluster_parity(backend: str) -> None:
     A = _matrix((2000, 300), np.float32, "cluster")
     D = da.from_array(A, chunks=(250, 150))
-    _assert_parity(svdlora.rsvd(D, 10, seed=4), svdlora.rsvd(A, 10, seed=4, backend="numpy"),
-                   np.float32, A)
-    _assert_parity(svdlora.pca(D, 5, seed=4), svdlora.pca(A, 5, seed=4, backend="numpy"),
+    _assert_parity(svdlora.rsvd(D, 10, seed=4, backend=backend),
+                   svdlora.rsvd(A, 10, seed=4, backend="numpy"), np.float32, A)
+    _assert_parity(svdlora.pca(D, 5, seed=4, backend=backend),
+                   svdlora.pca(A, 5, seed=4, backend="numpy"),
                    np.float32, A - A.mean(axis=0), uncentred=A)
-    # tasks carry numpy/dask functions only: the workers never import svdlora (nor torch)
-    imported = cluster_client.run(lambda: __import__("sys").modules.get("svdlora") is not None)
-    assert not any(imported.values()), imported
+
+
+def _workers_with(client, module: str) -> list:
+    found = client.run(lambda: __import__("sys").modules.get(module) is not None)
+    return [worker for worker, has in found.items() if has]
+
+
+def test_local_cluster_matches_in_memory(cluster_client):
+    _cluster_parity("numpy")
+    # with NumPy's chunk GEMMs the tasks carry numpy/dask functions only: the workers never
+    # import svdlora (nor torch), which keeps them within the 200 MB limit of this cluster
+    assert _workers_with(cluster_client, "svdlora") == []
+
+
+@pytest.mark.skipif(not svdlora.build_info()["compiled"], reason="needs the compiled core")
+def test_local_cluster_with_compiled_chunk_products():
+    # its own cluster: its workers import svdlora and torch, too heavy for the 200 MB one
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            _cluster_parity("auto")
+            assert _workers_with(client, "torch")  # the products ran there, on torch
 
 
 @pytest.mark.heavy
@@ -144,7 +177,8 @@ def test_matrix_far_larger_than_a_worker_memory_limit(cluster_client):
     A = noise + np.float32(theta) * u * v
     sampler = MemorySampler()
     with sampler.sample("rsvd", interval=0.1):
-        U, S, Vh = svdlora.rsvd(A, 3, seed=0)
+        # NumPy chunk GEMMs: torch alone would take most of a 200 MB worker
+        U, S, Vh = svdlora.rsvd(A, 3, seed=0, backend="numpy")
     peak = max(value for _, value in sampler.samples["rsvd"])  # both workers together
     print(f"dask rsvd of {A.nbytes / 2**20:.0f} MB on 2 x 200 MB workers: peak "
           f"{peak / 2**20:.0f} MB in the cluster, S = {S}")
@@ -173,8 +207,8 @@ def test_bad_dask_input_is_refused_before_any_task_runs():
         svdlora.rsvd(A, 31)
     with pytest.raises(TypeError, match="A has complex dtype"):
         svdlora.rsvd(A.astype(np.complex64), 2)
-    with pytest.raises(ValueError, match="backend='compiled' supports dense"):
-        svdlora.rsvd(A, 2, backend="compiled")
+    with pytest.raises(ValueError, match="backend='cusolver_gesvdr' needs a 2-D float32/float64 CUDA"):
+        svdlora.rsvd(A, 2, backend="cusolver_gesvdr")
     assert calls == []  # every refusal came from metadata alone
     nan = da.from_array(np.full((40, 30), np.nan), chunks=(10, 30))
     with pytest.raises(ValueError, match="NaN or Inf"):

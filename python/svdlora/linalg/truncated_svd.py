@@ -88,7 +88,10 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         bar; :func:`svdlora.linalg.count_passes` reports the passes each call made.
     backend : {"auto", "compiled", "numpy", "cusolver_gesvdr"}
         "auto" uses the compiled op for dense inputs when the compiled core is available and
-        the numpy implementation otherwise.  "cusolver_gesvdr" runs cuSOLVER's own randomized
+        the numpy implementation otherwise.  For a dask array it picks the GEMM of each
+        chunk's product: the compiled core's (torch's matmul) under "auto" when the core is
+        loaded, and under "compiled"; NumPy's under "numpy", whose workers then never import
+        svdlora or torch (lighter worker processes, slower products).  "cusolver_gesvdr" runs cuSOLVER's own randomized
         SVD (``cusolverDnXgesvdr``, its own random sketch, no sign convention) on a 2-D
         float32/float64 CUDA tensor: a peer for benchmarks, not a recommendation.
     dtype : {None, "float32", "float64"} or the numpy/torch dtype, default None
@@ -255,7 +258,8 @@ def _factorize(info: MatrixInput, plan: RSVDPlan, backend: str, name: str = "A")
         run = functools.partial(compiled_backend.factorize, plan=plan, omega=omega)
     else:
         omega = plan.sketch(dtype, as_torch=False)
-        run = functools.partial(numpy_backend.factorize, plan=plan, omega=omega)
+        run = functools.partial(numpy_backend.factorize, plan=plan, omega=omega,
+                                compiled_chunks=backends.compiled_chunks(info, backend))
     def attempt(target: MatrixInput):
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below

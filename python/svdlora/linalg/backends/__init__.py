@@ -2,7 +2,7 @@
 input through a :class:`~.linear_maps.LinearMap`), and the rule that picks one."""
 from __future__ import annotations
 
-from ..._checks import DENSE_NUMPY, DENSE_TORCH, MatrixInput
+from ..._checks import DASK, DENSE_NUMPY, DENSE_TORCH, MatrixInput
 from ..._extension import HAS_COMPILED, require_compiled, torch
 
 #: Values of the public ``backend=`` argument.
@@ -13,7 +13,9 @@ def use_compiled(info: MatrixInput, backend: str) -> bool:
     """Whether ``backend`` ("auto", "compiled" or "numpy") runs the compiled op on ``info``.
 
     "auto" takes the compiled op for dense input whenever the core is loaded (torch tensors
-    require it) and the numpy backend otherwise.
+    require it) and the numpy backend otherwise.  A dask array always runs the numpy
+    backend's driver on the client; what ``backend`` chooses for it is the GEMM of each
+    chunk (:func:`compiled_chunks`).
     """
     dense = info.kind in (DENSE_NUMPY, DENSE_TORCH)
     if backend == "numpy":
@@ -23,6 +25,9 @@ def use_compiled(info: MatrixInput, backend: str) -> bool:
                              f"got {info.value.dtype} on {info.value.device}")
         return False
     if backend == "compiled":
+        if info.kind == DASK:
+            require_compiled("svdlora.rsvd(dask array, backend='compiled')")
+            return False
         if not dense:
             raise ValueError(f"backend='compiled' supports dense arrays/tensors only, got {info.kind}")
         require_compiled("svdlora.rsvd(backend='compiled')")
@@ -31,3 +36,13 @@ def use_compiled(info: MatrixInput, backend: str) -> bool:
         require_compiled("svdlora.rsvd on torch tensors")
         return True
     return info.kind == DENSE_NUMPY and HAS_COMPILED
+
+
+def compiled_chunks(info: MatrixInput, backend: str) -> bool:
+    """Whether a dask array's chunk products run on the compiled core's GEMM (torch's matmul:
+    MKL in the CPU build) rather than NumPy's: with "auto" whenever the core is loaded,
+    always with "compiled" (which needs it), never with "numpy" (whose workers then never
+    import svdlora or torch).  False for every other kind of input."""
+    if info.kind != DASK or backend == "numpy":
+        return False
+    return backend == "compiled" or HAS_COMPILED

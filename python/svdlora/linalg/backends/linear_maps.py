@@ -58,8 +58,9 @@ def input_compute_dtype(info: MatrixInput) -> np.dtype:
     return compute_dtype(getattr(A, "dtype", None) or np.float64)
 
 
-def to_linear_map(info: MatrixInput) -> LinearMap:
-    """Wrap a validated input (any kind except dense torch) as a :class:`LinearMap`."""
+def to_linear_map(info: MatrixInput, compiled_chunks: bool = False) -> LinearMap:
+    """Wrap a validated input (any kind except dense torch) as a :class:`LinearMap`;
+    ``compiled_chunks``: a dask array's chunk products on the compiled core's GEMM."""
     A = info.value
     if info.kind == DENSE_NUMPY:
         dtype = compute_dtype(A.dtype)
@@ -77,7 +78,7 @@ def to_linear_map(info: MatrixInput) -> LinearMap:
         from .dask_map import dask_linear_map
         dtype = compute_dtype(A.dtype)
         checked = _FiniteCheck("a dask array")
-        inner = dask_linear_map(A, dtype)
+        inner = dask_linear_map(A, dtype, compiled_chunks)
         return LinearMap(info.shape, dtype, lambda X: checked(inner.matmat(X)),
                          lambda Y: checked(inner.rmatmat(Y)))
     if info.kind == OPERATOR:

@@ -21,20 +21,22 @@ from .linear_maps import LinearMap, column_mean, compute_dtype, squared_frobeniu
 Factors = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def factorize(info: MatrixInput, plan: RSVDPlan,
-              omega: np.ndarray) -> Tuple[Any, Any, Any, Any, float, Optional[int]]:
+def factorize(info: MatrixInput, plan: RSVDPlan, omega: np.ndarray,
+              compiled_chunks: bool = False) -> Tuple[Any, Any, Any, Any, float, Optional[int]]:
     """Run ``plan`` on ``info`` with test matrix ``omega``: ``(U, S, Vh, mean, rel_err, passes)``.
 
     Results are numpy arrays, or torch tensors for torch input (dense float32/float64 CPU
     tensors are viewed as numpy without a copy; sparse tensors are read on the host and the
     results returned on their device).  ``rel_err`` is the adaptive mode's
     error estimate (0 otherwise); ``passes`` over A is None in that mode (not counted).
+    ``compiled_chunks``: a dask array's chunk products run on the compiled core's GEMM
+    (:func:`.dask_map.lazy_products`).
     """
     as_torch = info.kind in (DENSE_TORCH, SPARSE_TORCH)
     device = info.value.device if info.kind == SPARSE_TORCH else "cpu"
     if info.kind == DENSE_TORCH:
         info = MatrixInput(DENSE_NUMPY, info.value.detach().numpy(), info.shape)
-    op = to_linear_map(info)
+    op = to_linear_map(info, compiled_chunks)
     mean = column_mean(info, op) if plan.center else None
     target = op.centered(mean) if mean is not None else op
     err = 0.0
@@ -49,7 +51,7 @@ def factorize(info: MatrixInput, plan: RSVDPlan,
     elif info.kind == DASK:  # long-side panels stay on the workers
         from .dask_map import lazy_dask_linear_map
         from .dask_subspace import rsvd_fixed_dask
-        lazy = lazy_dask_linear_map(info.value, op.dtype)
+        lazy = lazy_dask_linear_map(info.value, op.dtype, compiled_chunks)
         lazy = lazy.centered(mean) if mean is not None else lazy
         U, S, Vh = rsvd_fixed_dask(lazy, plan.rank, omega, plan.n_iter)
         passes = subspace_passes(plan.n_iter)
