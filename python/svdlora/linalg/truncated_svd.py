@@ -91,9 +91,10 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
         the numpy implementation otherwise.  For a dask array it picks the GEMM of each
         chunk's product: the compiled core's (torch's matmul) under "auto" when the core is
         loaded, and under "compiled"; NumPy's under "numpy", whose workers then never import
-        svdlora or torch (lighter worker processes, slower products).  "cusolver_gesvdr" runs cuSOLVER's own randomized
-        SVD (``cusolverDnXgesvdr``, its own random sketch, no sign convention) on a 2-D
-        float32/float64 CUDA tensor: a peer for benchmarks, not a recommendation.
+        svdlora or torch (lighter worker processes, slower products).  "cusolver_gesvdr"
+        runs cuSOLVER's own randomized SVD (``cusolverDnXgesvdr``, its own random sketch, no
+        sign convention) on a 2-D float32/float64 CUDA tensor: a peer for benchmarks, not a
+        recommendation.
     dtype : {None, "float32", "float64"} or the numpy/torch dtype, default None
         The dtype to compute in and return.  None: float64 for float64 and integer/boolean
         input, float32 for float32/float16/bfloat16.  Another choice converts ``A`` first

@@ -26,8 +26,7 @@ def use_compiled(info: MatrixInput, backend: str) -> bool:
         return False
     if backend == "compiled":
         if info.kind == DASK:
-            require_compiled("svdlora.rsvd(dask array, backend='compiled')")
-            return False
+            return False  # the driver runs on the client; see compiled_chunks
         if not dense:
             raise ValueError(f"backend='compiled' supports dense arrays/tensors only, got {info.kind}")
         require_compiled("svdlora.rsvd(backend='compiled')")
@@ -45,4 +44,7 @@ def compiled_chunks(info: MatrixInput, backend: str) -> bool:
     import svdlora or torch).  False for every other kind of input."""
     if info.kind != DASK or backend == "numpy":
         return False
-    return backend == "compiled" or HAS_COMPILED
+    if backend == "compiled":
+        require_compiled("svdlora.rsvd(dask array, backend='compiled')")
+        return True
+    return HAS_COMPILED
