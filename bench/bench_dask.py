@@ -5,10 +5,12 @@ scaling from 1 to 2 workers.
     python bench/bench_dask.py [--quick] [--out bench/results/dask.json]
 
 The matrices have the spectrum sigma_i = 1/i on a rank-``r0`` part (exactly: A = U diag(s) V^T
-with orthonormal U, V built chunk by chunk), persisted in the workers' memory before the
-timings, so every method reads the same chunks; each time is the median of ``--repeats``
-runs.  err/opt is ||A - U S Vh||_F over the Eckart-Young optimum sqrt(sum_{i>k} s_i^2),
-computed chunk by chunk on the cluster.
+with orthonormal U, V built chunk by chunk), computed into the workers' memory before the
+timings with its row chunks dealt round robin, and pinned afresh whenever a run has moved or
+copied a chunk, so every method reads the same chunks from the same even spread; each time is
+the median of ``--repeats`` runs.  err/opt is ||A - U S Vh||_F over the Eckart-Young optimum sqrt(sum_{i>k} s_i^2),
+computed chunk by chunk on the cluster after all the timings (its graph moves chunks of A
+between workers, which would slow the runs after it).
 """
 from __future__ import annotations
 
@@ -54,37 +56,80 @@ def error(A, U, S, Vh) -> float:
     return float(np.sqrt(da.sum(R.astype(np.float64) ** 2).compute()))
 
 
+def pinned(lazy, client):
+    """``lazy`` (chunked by rows only) computed into the workers' memory with its row chunks
+    dealt round robin, one copy each: every method then starts from the same even spread
+    (a plain persist may leave 6 + 4 of 10 chunks on two workers)."""
+    import dask.array as da
+    from distributed import wait
+    workers = sorted(client.scheduler_info()["workers"])
+    blocks = [client.persist(lazy.blocks[i], workers=[workers[i % len(workers)]])
+              for i in range(lazy.numblocks[0])]
+    wait(blocks)
+    return da.concatenate(blocks, axis=0)
+
+
+def placement(client, A) -> dict:
+    """Which workers hold each of A's chunks."""
+    return {str(key): sorted(held) for key, held in client.who_has(A).items()}
+
+
 def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client,
               repeats: int) -> dict:
     import dask.array as da
     import svdlora
 
-    A, s = known_matrix(m, n, r0, chunk)
-    A = A.rechunk((chunk, n)).persist()
-    from distributed import wait
-    wait(A)
+    lazy, s = known_matrix(m, n, r0, chunk)
+    lazy = lazy.rechunk((chunk, n))
+    state = {"A": pinned(lazy, client)}
+    spread = placement(client, state["A"])
     optimum = float(np.sqrt(np.sum(s[k:].astype(np.float64) ** 2)))
+
+    def svdlora_rsvd(**kw):
+        return lambda: svdlora.rsvd(state["A"], k, seed=0, **kw)
+
+    def svd_compressed(iterator):
+        return lambda: da.compute(*da.linalg.svd_compressed(
+            state["A"], k, n_power_iter=q, n_oversamples=10, iterator=iterator, seed=0))
+
     methods = {
-        f"svdlora n_iter={q}": lambda: svdlora.rsvd(A, k, n_iter=q, seed=0, method="subspace"),
-        "svdlora default": lambda: svdlora.rsvd(A, k, seed=0),
-        f"svdlora n_iter={q}, NumPy chunk GEMMs": lambda: svdlora.rsvd(
-            A, k, n_iter=q, seed=0, method="subspace", backend="numpy"),
-        f"svd_compressed power q={q}": lambda: da.compute(*da.linalg.svd_compressed(
-            A, k, n_power_iter=q, n_oversamples=10, iterator="power", seed=0)),
-        f"svd_compressed QR q={q}": lambda: da.compute(*da.linalg.svd_compressed(
-            A, k, n_power_iter=q, n_oversamples=10, iterator="QR", seed=0)),
+        f"svdlora n_iter={q}": svdlora_rsvd(n_iter=q, method="subspace"),
+        "svdlora default": svdlora_rsvd(),
+        f"svdlora n_iter={q}, compiled chunk GEMMs": svdlora_rsvd(n_iter=q, method="subspace",
+                                                                   backend="compiled"),
+        f"svd_compressed power q={q}": svd_compressed("power"),
+        f"svd_compressed QR q={q}": svd_compressed("QR"),
     }
-    row = {"shape": [m, n], "k": k, "q": q, "chunks": [chunk, n], "methods": {}}
+    row = {"shape": [m, n], "k": k, "q": q, "chunks": [chunk, n], "methods": {}, "re_pinned": 0}
+
+    def same_spread() -> None:
+        # Some runs move or copy a chunk to the other worker (one 160 MB chunk more on a
+        # worker costs the next run ~10%): A is then pinned afresh, so that no method
+        # inherits another's placement.
+        nonlocal spread
+        if placement(client, state["A"]) != spread:
+            del state["A"]
+            state["A"] = pinned(lazy, client)
+            spread = placement(client, state["A"])
+            row["re_pinned"] += 1
+
+    factors = {}
     for name, run in methods.items():
-        U, S, Vh = run()  # warm-up (graph construction paths, worker caches)
-        row["methods"][name] = {"err_over_opt": error(A, U, S, Vh) / optimum, "all_seconds": []}
+        same_spread()
+        factors[name] = run()  # warm-up (graph construction paths, worker caches)
+        row["methods"][name] = {"all_seconds": []}
     # round robin: successive runs on one LocalCluster drift (up to 1.4x here), so every
     # method gets the same mix of early and late slots
     for _ in range(repeats):
         for name, run in methods.items():
+            same_spread()
             t0 = time.perf_counter()
             run()
             row["methods"][name]["all_seconds"].append(time.perf_counter() - t0)
+    # the error graphs move chunks between workers (measured: 4 + 4 chunks became 5 + 3,
+    # which slowed the next runs by up to 1.8x), so they come after all the timings
+    for name, (U, S, Vh) in factors.items():
+        row["methods"][name]["err_over_opt"] = error(state["A"], U, S, Vh) / optimum
     for name, result in row["methods"].items():
         result["seconds"] = float(np.median(result["all_seconds"]))
         print(f"{m}x{n} k={k} {name}: {result['seconds']:.2f} s (median of {repeats}), "
@@ -92,7 +137,7 @@ def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client,
     base = row["methods"][f"svdlora n_iter={q}"]["seconds"]
     for name, result in row["methods"].items():
         result["time_over_svdlora"] = result["seconds"] / base
-    del A
+    del state["A"]
     return row
 
 

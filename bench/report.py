@@ -126,7 +126,9 @@ def dask_table(section: dict) -> str:
     names = list(rows[0]["methods"])
     lines = ["s (err/opt): median of the timed runs, taken round robin after one warm-up each "
              "(successive runs on one cluster drift, so every method gets the same mix of "
-             "slots).  The ratio is `svd_compressed` QR's time over svdlora's at the same k, "
+             "slots), each on A's row chunks pinned round robin over the workers; err/opt of the "
+             "warm-up's factors, computed after all the timings (an error graph moves chunks "
+             "of A between workers).  The ratio is `svd_compressed` QR's time over svdlora's at the same k, "
              "oversampling and iterations.", "",
              "| matrix (float32, σᵢ=1/i) | k | workers | " + " | ".join(names) + " | QR / svdlora |",
              "|---|---|---|" + "---|" * len(names) + "---|"]

@@ -16,6 +16,8 @@ distributed = pytest.importorskip("distributed")
 sp = pytest.importorskip("scipy.sparse")
 
 CHUNKINGS = {"rows": (300, -1), "rows+cols": (250, 70), "ragged": ((100, 700, 400, 300), (50, 130, 20))}
+COMPILED = svdlora.build_info()["compiled"]
+needs_core = pytest.mark.skipif(not COMPILED, reason="needs the compiled core")
 
 
 def _matrix(shape, dtype, *params) -> np.ndarray:
@@ -54,7 +56,8 @@ def _assert_parity(result, reference, dtype, A, uncentred=None) -> None:
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
 @pytest.mark.parametrize("shape", [(1500, 200), (200, 1500)], ids=["tall", "wide"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", ["auto", "numpy"])  # chunk GEMMs: compiled core / NumPy
+# chunk GEMMs: NumPy's (the default) or the compiled core's
+@pytest.mark.parametrize("backend", ["auto", pytest.param("compiled", marks=needs_core)])
 def test_threaded_scheduler_matches_in_memory_and_the_bar(chunking, shape, dtype, backend):
     A = _matrix(shape, dtype, chunking)
     D = da.from_array(A, chunks=_chunks(chunking, shape))
@@ -70,12 +73,43 @@ def test_threaded_scheduler_matches_in_memory_and_the_bar(chunking, shape, dtype
 def test_backend_compiled_means_compiled_chunk_products():
     A = _matrix((600, 90), np.float32, "compiled")
     D = da.from_array(A, chunks=(200, 45))
-    if not svdlora.build_info()["compiled"]:
+    if not COMPILED:
         with pytest.raises(ImportError, match=r"backend='compiled'\) needs (PyTorch|svdlora's compiled core)"):
             svdlora.rsvd(D, 5, backend="compiled")
         return
     _assert_parity(svdlora.rsvd(D, 5, seed=2, backend="compiled"),
                    svdlora.rsvd(A, 5, seed=2, backend="numpy"), np.float32, A)
+
+
+def _spectrum_case(name: str, m: int, n: int) -> np.ndarray:
+    if name == "zero":
+        return np.zeros((m, n), np.float32)
+    s = {"i^-1": spectrum("i^-1", n), "spike": np.r_[1e4, spectrum("i^-1", n - 1)],
+         "rank 3": np.array([3.0, 2.0, 1.0])}[name]
+    return matrix_with_spectrum(m, n, s, seed=case_seed("dask-orth", name)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name, falls_back", [("i^-1", False), ("spike", True),
+                                              ("rank 3", True), ("zero", True)])
+def test_long_side_panels_use_cholesky_qr_and_fall_back_to_tsqr(name, falls_back, monkeypatch):
+    """The long-side panels are orthonormalised by CholeskyQR; a panel whose Gram is singular
+    (rank below l, zero) or too ill-conditioned for float32 (a spike 10^4 above the rest)
+    goes to Dask's TSQR instead, and the factors stay accurate and orthonormal."""
+    from svdlora.linalg.backends import dask_subspace
+    tsqr_calls = []
+    real_tsqr = dask_subspace._tsqr
+    monkeypatch.setattr(dask_subspace, "_tsqr", lambda Y: tsqr_calls.append(Y.shape) or real_tsqr(Y))
+    m, n, k = 1200, 150, 10
+    A = _spectrum_case(name, m, n)
+    U, S, Vh = svdlora.rsvd(da.from_array(A, chunks=(300, -1)), k, seed=1)
+    assert bool(tsqr_calls) == falls_back
+    eps = float(np.finfo(np.float32).eps)
+    for factor in (U, Vh.T):
+        assert np.abs(factor.T @ factor - np.eye(k)).max() < 100 * eps
+    s = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    err = np.linalg.norm(A - (U.astype(np.float64) * S) @ Vh)
+    # the bar, or rounding where the optimum is zero (rank 3, zero)
+    assert err <= 1.01 * np.sqrt(np.sum(s[k:] ** 2)) + 64 * eps * max(s[0], 1e-30)
 
 
 def test_block_krylov_on_request_matches_in_memory():
@@ -146,19 +180,19 @@ def _workers_with(client, module: str) -> list:
 
 
 def test_local_cluster_matches_in_memory(cluster_client):
-    _cluster_parity("numpy")
-    # with NumPy's chunk GEMMs the tasks carry numpy/dask functions only: the workers never
-    # import svdlora (nor torch), which keeps them within the 200 MB limit of this cluster
+    _cluster_parity("auto")
+    # with NumPy's chunk GEMMs (the default) the tasks carry numpy/dask functions only: the
+    # workers never import svdlora (nor torch), which keeps them within this cluster's 200 MB
     assert _workers_with(cluster_client, "svdlora") == []
 
 
-@pytest.mark.skipif(not svdlora.build_info()["compiled"], reason="needs the compiled core")
+@needs_core
 def test_local_cluster_with_compiled_chunk_products():
     # its own cluster: its workers import svdlora and torch, too heavy for the 200 MB one
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            _cluster_parity("auto")
+            _cluster_parity("compiled")
             assert _workers_with(client, "torch")  # the products ran there, on torch
 
 
@@ -177,8 +211,8 @@ def test_matrix_far_larger_than_a_worker_memory_limit(cluster_client):
     A = noise + np.float32(theta) * u * v
     sampler = MemorySampler()
     with sampler.sample("rsvd", interval=0.1):
-        # NumPy chunk GEMMs: torch alone would take most of a 200 MB worker
-        U, S, Vh = svdlora.rsvd(A, 3, seed=0, backend="numpy")
+        # the default NumPy chunk GEMMs: torch alone would take most of a 200 MB worker
+        U, S, Vh = svdlora.rsvd(A, 3, seed=0)
     peak = max(value for _, value in sampler.samples["rsvd"])  # both workers together
     print(f"dask rsvd of {A.nbytes / 2**20:.0f} MB on 2 x 200 MB workers: peak "
           f"{peak / 2**20:.0f} MB in the cluster, S = {S}")

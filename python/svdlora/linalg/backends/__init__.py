@@ -39,12 +39,14 @@ def use_compiled(info: MatrixInput, backend: str) -> bool:
 
 def compiled_chunks(info: MatrixInput, backend: str) -> bool:
     """Whether a dask array's chunk products run on the compiled core's GEMM (torch's matmul:
-    MKL in the CPU build) rather than NumPy's: with "auto" whenever the core is loaded,
-    always with "compiled" (which needs it), never with "numpy" (whose workers then never
-    import svdlora or torch).  False for every other kind of input."""
-    if info.kind != DASK or backend == "numpy":
+    MKL in the CPU build) rather than NumPy's: only with "compiled" (which needs the core).
+
+    "auto" keeps NumPy's: measured on 2 workers of a 2-core AMD EPYC (bench/bench_dask.py,
+    k = 64), 5.7 s against 7.2 s at 200000 x 2000, level at 20000 x 20000 and 8.6 against
+    10.7 s on one worker (MKL's single-thread kernels there: 46-66 against OpenBLAS's 68-77
+    GFLOP/s on these chunk shapes), and its workers never import svdlora or torch (62 MB
+    per worker process instead of 253 MB).  False for every other kind of input."""
+    if info.kind != DASK or backend != "compiled":
         return False
-    if backend == "compiled":
-        require_compiled("svdlora.rsvd(dask array, backend='compiled')")
-        return True
-    return HAS_COMPILED
+    require_compiled("svdlora.rsvd(dask array, backend='compiled')")
+    return True

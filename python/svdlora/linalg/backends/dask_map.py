@@ -4,10 +4,10 @@ only the thin m×l / n×l panels come back to the caller.
 
 A itself is never gathered: every pass is one graph over its chunks (a lazily generated A is
 regenerated chunk by chunk each pass); a task holds one chunk and the matching rows of the
-panel, and its product is the compiled core's GEMM where the core is loaded, NumPy's
-otherwise.  The sketch, the orthonormalisations and the small SVD are those of
-the numpy backend, on the client, so a dask array gives the in-memory result for the same
-seed, to rounding, whatever its chunking.  This map serves block Krylov and the adaptive
+panel, and its product is NumPy's GEMM, or the compiled core's with ``backend="compiled"``.
+The sketch, the orthonormalisations and the small SVD are those of the numpy backend, on the
+client, so a dask array gives the in-memory result for the same seed, to rounding, whatever
+its chunking.  This map serves block Krylov and the adaptive
 mode; subspace iteration, the default on dask, keeps the long-side panels on the workers
 instead (:mod:`.dask_subspace`).
 """
@@ -60,8 +60,7 @@ def lazy_products(A: Any, panel: Any, dtype: np.dtype, compiled_chunks: bool = F
     of svdlora's compiled core; the workers then import svdlora and torch (a worker process
     measured 62 MB before and 253 MB after).  Without it, it is NumPy's matmul through Dask's own ``@``
     (``operator.matmul`` for sparse chunks, always), and the workers never import svdlora.
-    Measured on 2 workers, 200000 x 2000 and 20000 x 20000 float32, k = 64: 7.0 and 4.3 s
-    with compiled chunks against 14.7 and 13.5 s with NumPy's (bench/bench_dask.py).
+    Which is faster depends on the CPU: see :func:`svdlora.linalg.backends.compiled_chunks`.
     """
     import dask.array as da
     if isinstance(A._meta, np.ndarray):
