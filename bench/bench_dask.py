@@ -8,9 +8,9 @@ The matrices have the spectrum sigma_i = 1/i on a rank-``r0`` part (exactly: A =
 with orthonormal U, V built chunk by chunk), computed into the workers' memory before the
 timings with its row chunks dealt round robin, and pinned afresh whenever a run has moved or
 copied a chunk, so every method reads the same chunks from the same even spread; each time is
-the median of ``--repeats`` runs.  err/opt is ||A - U S Vh||_F over the Eckart-Young optimum sqrt(sum_{i>k} s_i^2),
-computed chunk by chunk on the cluster after all the timings (its graph moves chunks of A
-between workers, which would slow the runs after it).
+the median of ``--repeats`` runs.  err/opt is ||A - U S Vh||_F over the Eckart-Young
+optimum sqrt(sum_{i>k} s_i^2), computed chunk by chunk on the cluster after all the timings
+(its graph moves chunks of A between workers, which would slow the runs after it).
 """
 from __future__ import annotations
 
@@ -108,7 +108,6 @@ def run_shape(m: int, n: int, k: int, q: int, r0: int, chunk: int, client,
         # inherits another's placement.
         nonlocal spread
         if placement(client, state["A"]) != spread:
-            del state["A"]
             state["A"] = pinned(lazy, client)
             spread = placement(client, state["A"])
             row["re_pinned"] += 1

@@ -128,7 +128,8 @@ def dask_table(section: dict) -> str:
              "(successive runs on one cluster drift, so every method gets the same mix of "
              "slots), each on A's row chunks pinned round robin over the workers; err/opt of the "
              "warm-up's factors, computed after all the timings (an error graph moves chunks "
-             "of A between workers).  The ratio is `svd_compressed` QR's time over svdlora's at the same k, "
+             "of A between workers).  The ratio is `svd_compressed` QR's time over svdlora's "
+             "at the same k, "
              "oversampling and iterations.", "",
              "| matrix (float32, σᵢ=1/i) | k | workers | " + " | ".join(names) + " | QR / svdlora |",
              "|---|---|---|" + "---|" * len(names) + "---|"]

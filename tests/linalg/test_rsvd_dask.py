@@ -56,8 +56,8 @@ def _assert_parity(result, reference, dtype, A, uncentred=None) -> None:
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
 @pytest.mark.parametrize("shape", [(1500, 200), (200, 1500)], ids=["tall", "wide"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-# chunk GEMMs: NumPy's (the default) or the compiled core's
-@pytest.mark.parametrize("backend", ["auto", pytest.param("compiled", marks=needs_core)])
+# chunk GEMMs: NumPy's (the default, or asked for) or the compiled core's
+@pytest.mark.parametrize("backend", ["auto", "numpy", pytest.param("compiled", marks=needs_core)])
 def test_threaded_scheduler_matches_in_memory_and_the_bar(chunking, shape, dtype, backend):
     A = _matrix(shape, dtype, chunking)
     D = da.from_array(A, chunks=_chunks(chunking, shape))

@@ -42,8 +42,8 @@ def compiled_chunks(info: MatrixInput, backend: str) -> bool:
     MKL in the CPU build) rather than NumPy's: only with "compiled" (which needs the core).
 
     "auto" keeps NumPy's: measured on 2 workers of a 2-core AMD EPYC (bench/bench_dask.py,
-    k = 64), 5.7 s against 7.2 s at 200000 x 2000, level at 20000 x 20000 and 8.6 against
-    10.7 s on one worker (MKL's single-thread kernels there: 46-66 against OpenBLAS's 68-77
+    k = 64), 5.2 s against 7.7 s at 200000 x 2000, 5.4 against 7.1 s at 20000 x 20000 and
+    8.4 against 10.8 s on one worker (MKL's single-thread kernels there: 46-66 against OpenBLAS's 68-77
     GFLOP/s on these chunk shapes), and its workers never import svdlora or torch (62 MB
     per worker process instead of 253 MB).  False for every other kind of input."""
     if info.kind != DASK or backend != "compiled":

@@ -7,9 +7,8 @@ regenerated chunk by chunk each pass); a task holds one chunk and the matching r
 panel, and its product is NumPy's GEMM, or the compiled core's with ``backend="compiled"``.
 The sketch, the orthonormalisations and the small SVD are those of the numpy backend, on the
 client, so a dask array gives the in-memory result for the same seed, to rounding, whatever
-its chunking.  This map serves block Krylov and the adaptive
-mode; subspace iteration, the default on dask, keeps the long-side panels on the workers
-instead (:mod:`.dask_subspace`).
+its chunking.  This map serves block Krylov and the adaptive mode; subspace iteration, the
+default on dask, keeps the long-side panels on the workers instead (:mod:`.dask_subspace`).
 """
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ def lazy_products(A: Any, panel: Any, dtype: np.dtype, compiled_chunks: bool = F
     of svdlora's compiled core; the workers then import svdlora and torch (a worker process
     measured 62 MB before and 253 MB after).  Without it, it is NumPy's matmul through Dask's own ``@``
     (``operator.matmul`` for sparse chunks, always), and the workers never import svdlora.
-    Which is faster depends on the CPU: see :func:`svdlora.linalg.backends.compiled_chunks`.
+    Which is faster, as measured: see :func:`svdlora.linalg.backends.compiled_chunks`.
     """
     import dask.array as da
     if isinstance(A._meta, np.ndarray):
