@@ -42,8 +42,8 @@ def run_case(A: torch.Tensor, s: np.ndarray, k: int, with_full_svd: bool, repeat
     opt = float(np.sqrt(np.sum(s[k:] ** 2)))
     short = min(A.shape)
     exact = 2 * (k + OVERSAMPLE) > short
-    q = default_n_iter(k, exact_range=exact)
-    q_peer = default_n_iter(k, exact_range=False)
+    q = default_n_iter(k, exact_range=exact, short=short)
+    q_peer = default_n_iter(k, exact_range=False, short=short)
     out = {"shape": list(A.shape), "k": k, "optimum": opt, "n_iter_ours": q,
            "exact_path": exact, "n_iter_lowrank": q_peer}
 

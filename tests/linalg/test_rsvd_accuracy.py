@@ -19,7 +19,7 @@ from helpers import (CUDA_MARKS, HAS_COMPILED, allowed_error, assert_sign_conven
 SHAPES = {"tall": (700, 420), "wide": (420, 700), "square": (520, 520),
           # larger ranks (LARGE_RANKS) with room for block Krylov's growing basis
           "large": (1200, 1000)}
-RANKS = [1, 5, 32, 100, 256]
+RANKS = [1, 5, 32, 64, 100, 256]
 LARGE_RANKS = [16, 100, 300]
 #: "auto" is subspace iteration on these shapes (block Krylov from min(m, n) >= 2000, where a
 #: test-suite case would be slow); "krylov" runs block Krylov with its adaptive stopping, the
@@ -128,3 +128,18 @@ def test_optimal_error_helper_sanity():
     # guards the helpers the other tests rely on
     A = np.diag([3.0, 2.0, 1.0])
     assert optimal_error(A, 1) == pytest.approx(np.sqrt(5.0))
+
+
+def test_deep_sketches_get_one_more_subspace_iteration():
+    """Ranks 33-64 whose sketch covers >= 1/8 of the short side reach into the flat middle of
+    a noise bulk, where 3 iterations missed the bar (the rank-64 cases above): they get 4."""
+    from svdlora.linalg import make_plan
+    common = dict(oversample=10, n_iter=None, tol=None, block_size=None, seed=0, center=False)
+    assert make_plan(700, 420, 64, **common).n_iter == 4      # l = 74 >= 420 / 8
+    assert make_plan(420, 700, 48, **common).n_iter == 4      # either orientation
+    assert make_plan(1800, 1000, 64, **common).n_iter == 3    # l = 74 < 1000 / 8
+    assert make_plan(700, 420, 32, **common).n_iter == 3      # rank <= 32: unchanged
+    assert make_plan(700, 420, 100, **common).n_iter == 4     # ranks above 64 already get 4
+    assert make_plan(700, 420, 64, **dict(common, n_iter=3)).n_iter == 3  # explicit: kept
+    # the adaptive-rank mode iterates per block (<= 64 columns), without the depth rule
+    assert make_plan(700, 420, 200, **dict(common, tol=0.1)).n_iter == 3

@@ -61,8 +61,9 @@ def rsvd(A: Any, rank: int, *, oversample: int = DEFAULT_OVERSAMPLE, n_iter: Opt
     n_iter : int or None, default None
         None: the method decides how many passes over ``A`` to make (block Krylov stops
         adaptively; subspace iteration picks ``q`` = 2 for ``rank <= 16``, 3 up to 64 and
-        one more per doubling of ``rank`` beyond, or 0 when the whole short side is
-        sketched).  An integer ``q`` fixes the work: ``q`` subspace iterations (``2q + 2``
+        one more per doubling of ``rank`` beyond, plus one for ``32 < rank <= 64`` when
+        ``rank + oversample`` is at least 1/8 of ``min(m, n)``, or 0 when the whole short
+        side is sketched).  An integer ``q`` fixes the work: ``q`` subspace iterations (``2q + 2``
         passes), or with ``method="krylov"`` ``2q + 2`` block Krylov passes.  With ``tol``
         the subspace rule is applied to the block width instead of ``rank``.
     tol : float in (0, 1) or None
